@@ -1,0 +1,36 @@
+# scvi-hub-workflow: from a single-cell dataset to a trained, criticised and published
+# scvi-hub model, for every entry under `models:` in the config.
+#
+# results/{model}/
+#   dataset.json            what was read and validated
+#   hvg.h5ad, hvg.tsv       the highly variable genes and their ranking
+#   model/                  the trained model with its training data (model.pt, adata.h5ad)
+#   training/               history.tsv (loss per epoch), summary.json (device, epochs, time)
+#   minified/               the model with a minified AnnData (latent posterior only)
+#   criticism/              cv.json (posterior predictive check), de.tsv / de.json (DE benchmark)
+#   card/                   README.md (model card), _scvi_required_metadata.json
+#   hub/                    exactly the files published to the Hugging Face Hub
+#   publish.json            the manifest (publishing disabled) or the receipt of the commit
+from snakemake.utils import min_version
+
+min_version("9.4.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/criticism.smk"
+include: "workflow/rules/card.smk"
+include: "workflow/rules/publish.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand("results/{model}/publish.json", model=MODELS),

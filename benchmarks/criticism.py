@@ -1,0 +1,222 @@
+"""Benchmark: streaming criticism engine vs scvi-tools' PosteriorPredictiveCheck.
+
+For each size (cells x genes) it simulates negative-binomial counts with 24 labels and 3 batches,
+trains one small SCVI model (cached under benchmarks/results/), then computes all card metrics
+(cell-wise CV, gene-wise CV, DE) with our engine and with scvi-tools, each in its own subprocess
+with peak memory measured and capped. Prints a markdown table.
+
+    python benchmarks/criticism.py                    # all sizes
+    python benchmarks/criticism.py --sizes 5000x2000  # one size
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = ["400x100", "5000x2000", "10000x2000", "27000x3000", "200000x3000"]
+OURS_ONLY = {"200000x3000"}  # scvi-tools would need terabytes here
+N_LABELS, N_BATCHES, N_SAMPLES, SEED = 24, 3, 3, 0
+MEMORY_CAP_BYTES = 20 * 2**30
+BATCH_SIZE = 1024
+
+
+# --- data and model ------------------------------------------------------------------------
+
+
+def simulate(n_cells: int, n_genes: int, seed: int = SEED):
+    """NB counts with 24 labels (each with its own markers) and 3 batches, built in row chunks."""
+    import anndata
+    import pandas as pd
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_LABELS, n_cells)
+    batches = rng.integers(0, N_BATCHES, n_cells)
+    base = rng.gamma(0.4, 1.0, n_genes)
+    label_effect = np.exp(rng.normal(0, 0.4, (N_LABELS, n_genes)))
+    for k in range(N_LABELS):
+        label_effect[k, rng.choice(n_genes, max(n_genes // 50, 2), replace=False)] *= 8
+    batch_effect = np.exp(rng.normal(0, 0.2, (N_BATCHES, n_genes)))
+    chunks = []
+    for start in range(0, n_cells, 20000):
+        rows = slice(start, min(start + 20000, n_cells))
+        size = rng.lognormal(0, 0.4, (rows.stop - rows.start, 1))
+        mean = base * label_effect[labels[rows]] * batch_effect[batches[rows]] * size
+        counts = rng.negative_binomial(3, 3 / (3 + mean)).astype(np.float32)
+        chunks.append(sparse.csr_matrix(counts))
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical([f"type_{k:02d}" for k in labels]),
+            "batch": pd.Categorical([f"batch_{b}" for b in batches]),
+        },
+        index=[f"cell_{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame(index=[f"gene_{j}" for j in range(n_genes)])
+    return anndata.AnnData(X=sparse.vstack(chunks).tocsr(), obs=obs, var=var)
+
+
+def prepare(size: str) -> Path:
+    """Simulated counts (hvg.h5ad) and a trained, minified SCVI model, cached per size."""
+    out = RESULTS / size
+    if (out / "minified" / "model.pt").exists() and (out / "hvg.h5ad").exists():
+        return out
+    import pandas as pd
+    import scvi
+
+    n_cells, n_genes = (int(n) for n in size.split("x"))
+    out.mkdir(parents=True, exist_ok=True)
+    scvi.settings.seed = SEED
+    adata = simulate(n_cells, n_genes)
+    adata.write_h5ad(out / "hvg.h5ad")
+    scvi.model.SCVI.setup_anndata(adata, batch_key="batch", labels_key="cell_type")
+    model = scvi.model.SCVI(adata, n_latent=10)
+    # A few epochs: the benchmark measures criticism, not model quality.
+    epochs = 20 if n_cells <= 10000 else 2 if n_cells <= 50000 else 1
+    model.train(max_epochs=epochs, batch_size=512, train_size=0.9, enable_progress_bar=False)
+    split = np.full(adata.n_obs, "test", dtype=object)
+    split[model.train_indices] = "train"
+    split[model.validation_indices] = "validation"
+    adata.obs["split"] = pd.Categorical(split)
+    qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
+    adata.obsm["scvi_latent_qzm"], adata.obsm["scvi_latent_qzv"] = qzm, qzv
+    model.minify_adata(use_latent_qzm_key="scvi_latent_qzm", use_latent_qzv_key="scvi_latent_qzv")
+    model.save(out / "minified", save_anndata=True, overwrite=True)
+    return out
+
+
+# --- workers (each runs in its own subprocess) ---------------------------------------------
+
+
+def run_ours(directory: Path) -> dict:
+    from scvi_hub_workflow import criticism
+
+    started = time.perf_counter()
+    model = criticism.load_minified_model(directory / "minified")
+    data = directory / "hvg.h5ad"
+    settings = {"layer": None, "n_samples": N_SAMPLES, "batch_size": BATCH_SIZE, "seed": SEED}
+    cv = criticism.coefficient_of_variation_check(model, data, **settings)
+    grouping = criticism.resolve_groups(
+        model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
+    )
+    table, _ = criticism.differential_expression_check(
+        model, data, grouping, **settings, alpha=0.05, top_n=100, tmp_dir=RESULTS
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "cell_cv_pearson_train": cv["cell_wise"]["train"]["pearson"],
+        "mean_roc_auc": float(table["roc_auc"].mean()),
+    }
+
+
+def run_scvi_tools(directory: Path) -> dict:
+    """scvi-tools the way create_criticism_report runs it: PPC with n_samples, CV both ways,
+    then differential_expression with its defaults (t-test, one sample, p_val_thresh=0.2)."""
+    import anndata
+    import scvi
+    from scvi.criticism import PosteriorPredictiveCheck
+
+    started = time.perf_counter()
+    model = scvi.model.SCVI.load(str(directory / "minified"))
+    adata = anndata.read_h5ad(directory / "hvg.h5ad")
+    ppc = PosteriorPredictiveCheck(adata, {"model": model}, n_samples=N_SAMPLES)
+    ppc.coefficient_of_variation("features")
+    ppc.coefficient_of_variation("cells")
+    ppc.differential_expression(de_groupby="cell_type", p_val_thresh=0.2)
+    return {"seconds": time.perf_counter() - started}
+
+
+# --- driver --------------------------------------------------------------------------------
+
+
+def measure(engine: str, directory: Path) -> dict:
+    """Run one worker in a subprocess; poll its memory and kill it above the cap."""
+    import tempfile
+
+    import psutil
+
+    cmd = [sys.executable, __file__, "--worker", engine, "--dir", str(directory)]
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+        watched, killed = psutil.Process(proc.pid), False
+        while True:
+            # wait4 gives this child's own peak RSS (ru_maxrss, KiB on Linux)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                if not killed and watched.memory_info().rss > MEMORY_CAP_BYTES:
+                    proc.kill()
+                    killed = True
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.05)
+        stdout.seek(0)
+        lines = stdout.read().strip().splitlines()
+    result = {"wall_seconds": time.perf_counter() - started, "peak_bytes": usage.ru_maxrss * 1024}
+    if killed:
+        return result | {"status": "killed (out of memory)"}
+    if os.waitstatus_to_exitcode(status) != 0 or not lines:
+        return result | {"status": f"failed (exit {os.waitstatus_to_exitcode(status)})"}
+    return result | {"status": "ok"} | json.loads(lines[-1])
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=SIZES)
+    parser.add_argument("--worker", choices=["ours", "scvi"])
+    parser.add_argument("--dir", type=Path)
+    args = parser.parse_args()
+    if args.worker:
+        worker = run_ours if args.worker == "ours" else run_scvi_tools
+        print(json.dumps(worker(args.dir)))
+        return
+
+    rows = []
+    for size in args.sizes:
+        directory = prepare(size)
+        ours = measure("ours", directory)
+        theirs = measure("scvi", directory) if size not in OURS_ONLY else None
+        rows.append((size, ours, theirs))
+        print(json.dumps({"size": size, "ours": ours, "scvi_tools": theirs}), file=sys.stderr)
+    print(
+        f"| cells x genes | ours time | ours peak RSS | scvi-tools time | scvi-tools peak RSS "
+        f"| speed-up | memory ratio |\n|---|---|---|---|---|---|---|"
+    )
+    for size, ours, theirs in rows:
+        ours_time = f"{ours['seconds']:.1f} s" if ours["status"] == "ok" else ours["status"]
+        cells = [size, ours_time, _gib(ours["peak_bytes"])]
+        if theirs is None:
+            cells += ["not run", "-", "-", "-"]
+        elif theirs["status"] != "ok":
+            cells += [
+                f"{theirs['status']} after {theirs['wall_seconds']:.0f} s",
+                f">= {_gib(theirs['peak_bytes'])}",
+                f"> {theirs['wall_seconds'] / ours['seconds']:.0f}x",
+                "-",
+            ]
+        else:
+            cells += [
+                f"{theirs['seconds']:.1f} s",
+                _gib(theirs["peak_bytes"]),
+                f"{theirs['seconds'] / ours['seconds']:.1f}x",
+                f"{theirs['peak_bytes'] / ours['peak_bytes']:.1f}x",
+            ]
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

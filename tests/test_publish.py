@@ -1,0 +1,350 @@
+"""Publishing against the loopback Hub (tests/hub_server.py), in both transfer modes.
+
+huggingface_hub does all the talking: the publish command runs in a subprocess whose
+``HF_ENDPOINT`` points at a server thread of this test process. "xet" is huggingface_hub's default
+(binary files go to an hf_xet ``local://`` CAS the server hands out); "lfs" sets
+``HF_HUB_DISABLE_XET=1`` (basic LFS: batch, PUT, verify).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("conftest_publish")  # its run_publish asserts the token is absent
+
+from conftest_publish import (  # noqa: E402
+    REPO_ROOT,
+    TOKEN,
+    assert_token_absent,
+    hub_env,
+    run_publish,
+)
+from scvi_hub_workflow import publish  # noqa: E402
+
+pytest_plugins = ["conftest_publish"]
+
+TRANSFERS = ["xet", "lfs"]
+NO_VERIFY = {"verify": False}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def assert_remote_equals_local(hub, repo_id: str, hub_dir: Path, revision: str = "main") -> None:
+    for path in sorted(hub_dir.iterdir()):
+        assert sha256(hub.file_bytes(repo_id, path.name, revision)) == sha256(path.read_bytes())
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
+    hub, tiny_models, tmp_path, transfer
+):
+    for name, model in tiny_models.items():
+        repo_id = f"alice/tiny-{name}"
+        done = run_publish(hub, model, tmp_path / name, {"repo_id": repo_id}, transfer)
+        assert done.returncode == 0, done.output
+
+        receipt = done.receipt
+        repo = hub.repo(repo_id)
+        assert [c.title for c in repo.commits] == [
+            "initial commit",
+            f"Publish {repo_id} with scvi-hub-workflow",
+        ]
+        assert receipt["published"] and receipt["new_commit"]
+        assert receipt["commit"] == repo.head.oid
+        assert receipt["url"] == f"{hub.url}/{repo_id}"
+        assert {f["path"] for f in receipt["files"]} == set(publish.HUB_FILES)
+        for entry in receipt["files"]:
+            local = (model.hub_dir / entry["path"]).read_bytes()
+            assert (entry["size"], entry["sha256"]) == (len(local), sha256(local))
+        assert_remote_equals_local(hub, repo_id, model.hub_dir)
+
+        # The pull-back check ran scvi-tools on the published commit and compared latents.
+        verification = receipt["verification"]
+        assert verification["commit"] == receipt["commit"]
+        assert verification["passed"] and verification["model_class"] == "SCVI"
+        assert verification["cells_compared"] > 0
+        assert verification["max_abs_latent_difference"] <= publish.LATENT_TOLERANCE
+
+        # The binary files went through the transfer mode under test.
+        model_pt = repo.head.files["model.pt"]
+        assert model_pt.is_lfs
+        if transfer == "xet":
+            assert model_pt.xet_hash and model_pt.sha256 not in hub.state.lfs_objects
+            assert hub.count("GET", rf"/api/models/{repo_id}/xet-write-token/") >= 1
+        else:
+            assert model_pt.xet_hash is None and model_pt.sha256 in hub.state.lfs_objects
+            assert hub.count("PUT", r"^/_lfs/") >= 2
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_rerun_with_unchanged_files_makes_no_commit(hub, tiny, tmp_path, transfer):
+    first = run_publish(hub, tiny, tmp_path / "1", {"repo_id": "alice/tiny", **NO_VERIFY}, transfer)
+    assert first.returncode == 0, first.output
+    commits_before = hub.count("POST", r"/commit/main$")
+
+    again = run_publish(hub, tiny, tmp_path / "2", {"repo_id": "alice/tiny"}, transfer)
+
+    assert again.returncode == 0, again.output
+    assert hub.count("POST", r"/commit/main$") == commits_before
+    assert hub.commit_count("alice/tiny") == 2
+    assert again.receipt["new_commit"] is False
+    assert again.receipt["commit"] == first.receipt["commit"]
+    assert "no commit made" in again.receipt["message"]
+    assert again.receipt["verification"]["passed"]
+
+
+def test_server_error_on_commit_leaves_repo_unchanged_and_a_retry_succeeds(hub, tiny, tmp_path):
+    settings = {"repo_id": "alice/tiny", **NO_VERIFY}
+    hub.fail_commits = [500, 503]
+    failed = run_publish(hub, tiny, tmp_path / "1", settings, "lfs", extra_args=("--attempts", "2"))
+
+    assert failed.returncode == 1 and failed.receipt is None
+    assert "503" in failed.output
+    assert hub.commit_count("alice/tiny") == 1  # only the repo's initial commit
+    assert set(hub.repo("alice/tiny").head.files) == {".gitattributes"}
+
+    hub.fail_commits = [500]  # one transient failure: retried within the same run
+    done = run_publish(hub, tiny, tmp_path / "2", settings, "lfs")
+
+    assert done.returncode == 0, done.output
+    assert hub.count("POST", r"/commit/main$") == 4
+    assert hub.commit_count("alice/tiny") == 2
+    assert_remote_equals_local(hub, "alice/tiny", tiny.hub_dir)
+
+
+def test_stale_parent_is_a_clear_error_and_nothing_is_overwritten(hub, tiny, tmp_path):
+    settings = {"repo_id": "alice/tiny", **NO_VERIFY}
+    assert run_publish(hub, tiny, tmp_path / "1", settings, "xet").returncode == 0
+    (tiny.hub_dir / "README.md").write_text("---\nlibrary_name: scvi-tools\n---\n# v2\n")
+    # Someone else pushes a different card between our head read and our commit.
+    hub.push_before_next_commit = {"README.md": b"---\nlibrary_name: scvi-tools\n---\n# theirs\n"}
+
+    done = run_publish(hub, tiny, tmp_path / "2", settings, "xet")
+
+    assert done.returncode == 1 and done.receipt is None
+    assert "changed while publishing" in done.output and "README.md" in done.output
+    assert "Nothing was overwritten" in done.output
+    assert hub.file_bytes("alice/tiny", "README.md").endswith(b"# theirs\n")
+    assert [c.title for c in hub.repo("alice/tiny").commits][-1] == "someone else's push"
+
+
+def test_concurrent_push_of_the_same_files_counts_as_published(hub, tiny, tmp_path):
+    settings = {"repo_id": "alice/tiny", **NO_VERIFY}
+    hub.push_before_next_commit = {p.name: p.read_bytes() for p in tiny.hub_dir.iterdir()}
+
+    done = run_publish(hub, tiny, tmp_path, settings, "lfs")
+
+    assert done.returncode == 0, done.output
+    assert done.receipt["new_commit"] is False
+    assert done.receipt["commit"] == hub.repo("alice/tiny").head.oid
+
+
+def test_bad_token_is_a_clear_error_without_the_token(hub, tiny, tmp_path):
+    bad = "hf_" + "x" * 34
+    done = run_publish(hub, tiny, tmp_path, {"repo_id": "alice/tiny"}, "xet", token=bad + "\n")
+
+    assert done.returncode == 1 and done.receipt is None
+    assert "rejected the token" in done.output
+    assert bad not in done.output
+    assert hub.repo("alice/tiny") is None
+
+
+@pytest.mark.parametrize("transfer", TRANSFERS)
+def test_connection_dropped_mid_upload_publishes_nothing(hub, tiny, tmp_path, transfer):
+    settings = {"repo_id": "alice/tiny", **NO_VERIFY}
+    hub.drop_uploads = 1000  # every upload (LFS PUT / Xet token) is cut off halfway
+
+    failed = run_publish(
+        hub, tiny, tmp_path / "1", settings, transfer, extra_args=("--attempts", "1")
+    )
+
+    assert failed.returncode == 1 and failed.receipt is None, failed.output
+    assert hub.count("POST", r"/commit/main$") == 0
+    assert set(hub.repo("alice/tiny").head.files) == {".gitattributes"}
+
+    hub.drop_uploads = 0
+    done = run_publish(hub, tiny, tmp_path / "2", settings, transfer)
+    assert done.returncode == 0, done.output
+    assert_remote_equals_local(hub, "alice/tiny", tiny.hub_dir)
+
+
+def test_commit_naming_content_never_uploaded_is_refused(hub, tiny, tmp_path):
+    # The server's integrity check behind "nothing half-published": a pointer to missing content.
+    env = hub_env(hub, tmp_path / "hf-home", "lfs")
+    script = (
+        "import base64, json, httpx2, os\n"
+        "h = {'authorization': 'Bearer ' + os.environ['HF_TOKEN']}\n"
+        "e = os.environ['HF_ENDPOINT']\n"
+        "httpx2.post(e + '/api/repos/create', json={'name': 'tiny'}, headers=h)\n"
+        "line = {'key': 'lfsFile', 'value': {'path': 'model.pt', 'algo': 'sha256',"
+        " 'oid': 'ab' * 32, 'size': 10}}\n"
+        "head = json.dumps({'key': 'header', 'value': {'summary': 's'}})\n"
+        "body = head + '\\n' + json.dumps(line)\n"
+        "url = e + '/api/models/alice/tiny/commit/main'\n"
+        "print(httpx2.post(url, content=body, headers=h).status_code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "422", done.stderr
+    assert hub.commit_count("alice/tiny") == 1
+
+
+def test_collection_is_a_separate_step_whose_failure_keeps_the_publish(hub, tiny_models, tmp_path):
+    hub.add_collection("alice/scvi-models-0123", owner="alice")
+    hub.add_collection("bob/his-models-4567", owner="bob")
+
+    mine = run_publish(
+        hub,
+        tiny_models["pbmc"],
+        tmp_path / "mine",
+        {"repo_id": "alice/tiny-pbmc", "collection": "alice/scvi-models-0123", **NO_VERIFY},
+        "xet",
+    )
+    assert mine.returncode == 0, mine.output
+    assert mine.receipt["collection"] == {"slug": "alice/scvi-models-0123", "added": True}
+    assert hub.state.collections["alice/scvi-models-0123"]["items"] == [
+        {"id": "alice/tiny-pbmc", "type": "model"}
+    ]
+
+    theirs = run_publish(
+        hub,
+        tiny_models["lung"],
+        tmp_path / "theirs",
+        {"repo_id": "alice/tiny-lung", "collection": "bob/his-models-4567", **NO_VERIFY},
+        "xet",
+    )
+    assert theirs.returncode == 0, theirs.output
+    assert theirs.receipt["collection"]["added"] is False
+    assert "403" in theirs.receipt["collection"]["error"]
+    assert hub.commit_count("alice/tiny-lung") == 2  # the commit stands
+
+
+def test_private_repo_is_created_private(hub, tiny, tmp_path):
+    done = run_publish(
+        hub, tiny, tmp_path, {"repo_id": "alice/secret", "private": True, "verify": True}, "xet"
+    )
+    assert done.returncode == 0, done.output
+    assert hub.repo("alice/secret").private and done.receipt["private"] is True
+
+
+def test_disabled_publishing_writes_the_manifest_only(tiny, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    receipt_path = tmp_path / "publish.json"
+
+    receipt = publish.run(tiny.hub_dir, tiny.model_dir, {"enabled": False}, receipt_path)
+
+    assert json.loads(receipt_path.read_text()) == receipt
+    assert receipt["published"] is False
+    assert {f["path"]: f["sha256"] for f in receipt["files"]} == {
+        p.name: sha256(p.read_bytes()) for p in tiny.hub_dir.iterdir()
+    }
+
+
+def test_files_over_the_size_limit_are_refused_before_any_upload(tiny, tmp_path):
+    settings = {"enabled": True, "repo_id": "alice/tiny"}
+    with pytest.raises(publish.PublishError, match="training_data_url") as error:
+        publish.publish(tiny.hub_dir, tiny.model_dir, settings, TOKEN, max_file_bytes=10_000)
+    assert "adata.h5ad" in str(error.value) and "model.pt" in str(error.value)
+
+
+@pytest.fixture
+def no_stored_login(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+
+
+def test_token_is_read_from_env_or_login_and_stripped(no_stored_login, monkeypatch):
+    import huggingface_hub
+
+    assert publish.find_token() is None
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_from_login\n")
+    assert publish.find_token() == "hf_from_login"
+    monkeypatch.setenv("HF_TOKEN", "  hf_from_env\n")
+    assert publish.find_token() == "hf_from_env"
+
+
+def test_require_token_names_the_models_that_cannot_publish(no_stored_login):
+    models = {
+        "pbmc": {"publish": {"enabled": True, "repo_id": "alice/pbmc"}},
+        "lung": {"publish": {"enabled": True, "repo_id": None}},
+        "heart": {"publish": {"enabled": False}},
+    }
+    with pytest.raises(ValueError) as error:
+        publish.require_token_for(models)
+    message = str(error.value)
+    assert "no Hugging Face token" in message and "HF_TOKEN" in message
+    assert "lung, pbmc" in message and "repo_id is not set for: lung" in message
+    assert "heart" not in message
+
+    publish.require_token_for({"heart": models["heart"]})  # nothing enabled: no token needed
+
+
+def test_require_token_passes_with_a_token(no_stored_login, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    publish.require_token_for({"pbmc": {"publish": {"enabled": True, "repo_id": "alice/pbmc"}}})
+
+
+def test_redact_removes_the_token_in_any_form():
+    assert publish.redact(f"Bearer {TOKEN} failed", TOKEN + "\n") == "Bearer <token> failed"
+
+
+TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not TINY_CONFIG.exists(), reason="the workflow chain's tiny config is not there"
+)
+def test_workflow_publishes_with_snakemake(hub, tmp_path):
+    """The whole chain with publishing enabled for every model, then a Snakemake re-run."""
+    import yaml
+
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    names = list(config["models"])
+    config.setdefault("defaults", {})
+    overrides = {name: {"publish": {"enabled": True, "repo_id": f"alice/{name}"}} for name in names}
+    for name, extra in overrides.items():
+        config["models"][name] = {**(config["models"][name] or {}), **extra}
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    env = hub_env(hub, tmp_path / "hf-home", "xet")
+    command = [
+        str(Path(sys.executable).with_name("snakemake")),
+        "--snakefile",
+        str(REPO_ROOT / "Snakefile"),
+        "--cores",
+        "2",
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+        *[f"results/{name}/publish.json" for name in names],
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in names:
+        receipt = json.loads((workdir / "results" / name / "publish.json").read_text())
+        assert receipt["published"] and receipt["verification"]["passed"]
+        assert hub.commit_count(f"alice/{name}") == 2
+    assert TOKEN not in done.stdout + done.stderr
+    assert_token_absent(workdir, TOKEN)
+    assert_token_absent(tmp_path / "hf-home", TOKEN)
+
+    # Without a token, the same config fails before training starts.
+    shutil.rmtree(workdir / "results")
+    no_token = {k: v for k, v in env.items() if k != "HF_TOKEN"}
+    early = subprocess.run(command, env=no_token, capture_output=True, text=True, timeout=300)
+    assert early.returncode != 0
+    assert "no Hugging Face token" in early.stdout + early.stderr
+    assert not (workdir / "results").exists()

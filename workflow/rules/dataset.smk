@@ -1,0 +1,60 @@
+rule builtin_dataset:
+    output:
+        "resources/builtin/{name}.h5ad",
+    log:
+        "logs/builtin/{name}.log",
+    conda:
+        "../../envs/scvi.yaml"
+    script:
+        "../scripts/builtin_dataset.py"
+
+
+rule download:
+    output:
+        "resources/downloads/{sha256}.h5ad",
+    params:
+        url=url_of,
+    log:
+        "logs/downloads/{sha256}.log",
+    conda:
+        "../../envs/scanpy.yaml"
+    localrule: True
+    script:
+        "../scripts/download_dataset.py"
+
+
+rule dataset:
+    input:
+        source_file,
+    output:
+        data=temp("results/{model}/dataset.h5ad"),
+        summary="results/{model}/dataset.json",
+    params:
+        settings=dataset_settings,
+    log:
+        "logs/{model}/dataset.log",
+    conda:
+        "../../envs/scanpy.yaml"
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule hvg:
+    input:
+        "results/{model}/dataset.h5ad",
+    output:
+        data="results/{model}/hvg.h5ad",
+        table=report(
+            "results/{model}/hvg.tsv",
+            caption="../report/hvg.rst",
+            category="Highly variable genes",
+            labels={"model": "{model}"},
+        ),
+    params:
+        settings=hvg_settings,
+    log:
+        "logs/{model}/hvg.log",
+    conda:
+        "../../envs/scanpy.yaml"
+    script:
+        "../scripts/select_hvg.py"

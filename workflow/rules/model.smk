@@ -1,0 +1,42 @@
+rule train:
+    input:
+        "results/{model}/hvg.h5ad",
+    output:
+        model=directory("results/{model}/model"),
+        history=report(
+            "results/{model}/training/history.tsv",
+            caption="../report/history.rst",
+            category="Training",
+            labels={"model": "{model}"},
+        ),
+        summary="results/{model}/training/summary.json",
+    params:
+        settings=train_settings,
+    log:
+        "logs/{model}/train.log",
+    benchmark:
+        "results/{model}/benchmarks/train.tsv"
+    threads: 4
+    resources:
+        gpu=gpu_request,
+        mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
+        runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
+    conda:
+        "../../envs/scvi.yaml"
+    script:
+        "../scripts/train_model.py"
+
+
+rule minify:
+    input:
+        "results/{model}/model",
+    output:
+        directory("results/{model}/minified"),
+    log:
+        "logs/{model}/minify.log",
+    resources:
+        mem_mb=lambda wc, input, attempt: (2000 + 3 * input.size_mb) * attempt,
+    conda:
+        "../../envs/scvi.yaml"
+    script:
+        "../scripts/minify_model.py"

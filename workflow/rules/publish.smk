@@ -1,0 +1,16 @@
+rule publish:
+    input:
+        hub="results/{model}/hub",
+        model="results/{model}/model",
+    output:
+        "results/{model}/publish.json",
+    log:
+        "logs/{model}/publish.log",
+    localrule: True
+    conda:
+        "../../envs/publish.yaml"
+    params:
+        # Settings only; the token is read from the environment inside the job.
+        publish=lambda wc: model_settings(wc.model)["publish"],
+    script:
+        "../scripts/publish_model.py"

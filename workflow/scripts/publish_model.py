@@ -1,0 +1,16 @@
+"""Rule publish: commit results/{model}/hub/ (or write its manifest), then write the receipt."""
+
+from scvi_hub_workflow.publish import run
+from scvi_hub_workflow.rule_io import logged_to
+
+with logged_to(snakemake.log[0]) as log:  # noqa: F821
+    receipt = run(
+        snakemake.input.hub,  # noqa: F821
+        snakemake.input.model,  # noqa: F821
+        dict(snakemake.params.publish),  # noqa: F821
+        snakemake.output[0],  # noqa: F821
+    )
+    if receipt["published"]:
+        log.info("%s at %s: %s", receipt["repo_id"], receipt["commit"], receipt["message"])
+    else:
+        log.info("publishing disabled; wrote the manifest of %d files", len(receipt["files"]))

@@ -1,0 +1,29 @@
+"""Rule card: render README.md and _scvi_required_metadata.json for the published model."""
+
+import json
+from pathlib import Path
+
+from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
+from scvi_hub_workflow.hub import CARD_FILE, METADATA_FILE
+from scvi_hub_workflow.rule_io import atomic_dir, logged_to
+from scvi_hub_workflow.versions import versions
+
+with logged_to(snakemake.log[0]):  # noqa: F821
+    inputs = snakemake.input  # noqa: F821
+    settings = snakemake.params.settings  # noqa: F821
+    saved = SavedModel.from_dir(inputs.model)
+    found = versions()
+    card = render_card(
+        CardInputs(
+            settings=settings,
+            saved=saved,
+            cv=json.loads(Path(inputs.cv).read_text()),
+            de=json.loads(Path(inputs.de).read_text()),
+            training=json.loads(Path(inputs.training).read_text()),
+            versions=found,
+        )
+    )
+    meta = metadata(saved.model_class, found, settings["card"]["training_data_url"])
+    with atomic_dir(snakemake.output[0]) as tmp:  # noqa: F821
+        (tmp / CARD_FILE).write_text(card)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")

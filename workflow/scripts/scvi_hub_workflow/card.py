@@ -1,0 +1,246 @@
+"""The model card (README.md) and `_scvi_required_metadata.json` of an scvi-hub model.
+
+The card carries every section, front-matter key and tag of the published scvi-hub cards
+(see docs/card.md), with the metrics of this workflow's own, corrected definitions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+MODEL_TEXT = {
+    "SCVI": {
+        "intro": (
+            "ScVI is a variational inference model for single-cell RNA-seq data that can learn an "
+            "underlying latent space, integrate technical batches and impute dropouts.\n"
+            "The learned low-dimensional latent representation of the data can be used for "
+            "visualization and clustering.\n"
+            "scVI takes as input a scRNA-seq gene expression matrix with cells and genes."
+        ),
+        "guide": "scvi",
+        "paper": (
+            "[scVI manuscript](https://www.nature.com/articles/s41592-018-0229-2)"
+        ),
+    },
+    "SCANVI": {
+        "intro": (
+            "ScANVI is a variational inference model for single-cell RNA-seq data that can learn "
+            "an underlying latent space, integrate technical batches and impute dropouts.\n"
+            "In addition, to scVI, ScANVI is a semi-supervised model that can leverage labeled "
+            "data to learn a cell-type classifier in the latent space and afterward predict cell "
+            "types of new data.\n"
+            "The learned low-dimensional latent representation of the data can be used for "
+            "visualization and clustering.\n"
+            "scANVI takes as input a scRNA-seq gene expression matrix with cells and genes as "
+            "well as a cell-type annotation for a subset of cells."
+        ),
+        "guide": "scanvi",
+        "paper": "[scANVI manuscript](https://www.embopress.org/doi/full/10.15252/msb.20209620)",
+    },
+}
+
+CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
+           ("spearman", "Spearman Correlation"), ("r2", "R² (R-Squared)")]  # fmt: skip
+
+DE_COLUMNS = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
+DE_EXTRA_COLUMNS = ["n_true_up", "roc_auc_two_sided", "pr_auc_two_sided", "n_true_two_sided"]
+
+
+@dataclass
+class SavedModel:
+    """What the card needs from a saved model directory (its `model.pt`)."""
+
+    model_class: str
+    init_params: dict
+    setup_args: dict
+    data_registry: dict
+    summary_stats: dict
+    minified: bool
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> SavedModel:
+        import torch
+
+        saved = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
+        attrs = saved["attr_dict"]
+        registry = attrs["registry_"]
+        fields = registry["field_registries"]
+        data_registry = {k: v["data_registry"] for k, v in fields.items() if v.get("data_registry")}
+        summary = {}
+        for value in fields.values():
+            summary |= value.get("summary_stats", {})
+        init = attrs["init_params_"]
+        params = {**init.get("non_kwargs", {}), **init.get("kwargs", {}).get("model_kwargs", {})}
+        params = {k: v for k, v in params.items() if k not in ("adata", "registry", "datamodule")}
+        return cls(
+            model_class=registry["model_name"],
+            init_params=params,
+            setup_args=dict(registry["setup_args"]),
+            data_registry=data_registry,
+            summary_stats=summary,
+            minified=attrs.get("minified_data_type_") is not None
+            or "minify_type" in data_registry,
+        )
+
+
+@dataclass
+class CardInputs:
+    settings: dict
+    saved: SavedModel
+    cv: dict
+    de: dict
+    training: dict
+    versions: dict = field(default_factory=dict)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.2f}"
+
+
+def _location(entry: dict) -> str:
+    attr, key = entry.get("attr_name"), entry.get("attr_key")
+    return f"adata.{attr}" if key is None else f"adata.{attr}['{key}']"
+
+
+def front_matter(inputs: CardInputs) -> dict:
+    s = inputs.settings
+    tags = ["biology", "genomics", "single-cell", f"model_cls_name:{inputs.saved.model_class}"]
+    tags += [f"scvi_version:{inputs.versions['scvi']}", f"anndata_version:{inputs.versions['anndata']}"]
+    tags += [f"modality:{s['card']['modality']}"]
+    tags += [f"tissue:{t}" for t in s["tissues"]]
+    tags += [f"annotated:{bool(s['model']['setup'].get('labels_key'))}"]
+    return {"library_name": "scvi-tools", "license": s["card"]["license"], "tags": tags}
+
+
+def _cv_table(cv: dict, splits: list[tuple[str, str]]) -> str:
+    header = "| Metric | " + " | ".join(label for _, label in splits) + " |"
+    rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
+    rows = [
+        f"| {name} | " + " | ".join(_fmt((cv.get(split) or {}).get(key)) for split, _ in splits) + " |"
+        for key, name in CV_ROWS
+    ]
+    counts = [
+        "| Cells | " + " | ".join(_fmt((cv.get(split) or {}).get("n_cells")) for split, _ in splits) + " |"
+    ]
+    return "\n".join([header, rule, *rows, *counts])
+
+
+def _de_table(de: dict) -> str:
+    columns = DE_COLUMNS + DE_EXTRA_COLUMNS
+    lines = ["| Index | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for row in de["groups"]:
+        lines.append(f"| {row['group']} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _json_block(data: dict) -> str:
+    return "```json\n" + json.dumps(data, indent=2) + "\n```"
+
+
+def render_card(inputs: CardInputs) -> str:
+    s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
+    text = MODEL_TEXT[saved.model_class]
+    version = inputs.versions["scvi"]
+    de_groups = "cell-type" if de.get("grouping") == "labels" else "cluster (Leiden, on the latent space)"
+    registry_rows = "\n".join(
+        f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
+    )
+    stats_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(saved.summary_stats.items()))
+    card = s["card"]
+    training = inputs.training
+    setup = dict(saved.setup_args)
+    sections = [
+        "---\n" + yaml.safe_dump(front_matter(inputs), sort_keys=False) + "---",
+        text["intro"],
+        f"We provide an extensive [user guide](https://docs.scvi-tools.org/en/{version}/user_guide/"
+        f"models/{text['guide']}.html).",
+        "- See our original manuscript for further details of the model:\n" + text["paper"] + ".",
+        "- See our manuscript on [scvi-hub](https://www.biorxiv.org/content/10.1101/2024.03.01.582887v2)\n"
+        "how to leverage pre-trained models.",
+        "This model can be used for fine tuning on new data using our Arches framework:\n"
+        "[Arches tutorial](https://docs.scvi-tools.org/en/1.0.0/tutorials/notebooks/"
+        "scarches_scvi_tools.html).",
+        "# Model Description",
+        s["description"] or f"{saved.model_class} model trained by scvi-hub-workflow.",
+        "# Metrics",
+        "We provide here key performance metrics for the uploaded model, computed by "
+        "scvi-hub-workflow from posterior predictive samples "
+        f"({cv.get('n_samples')} samples per cell, seed {cv.get('seed')}).",
+        "Coefficient of variation",
+        "The cell-wise coefficient of variation summarizes how well variation between different "
+        "cells is preserved by the generated model expression. Below a squared Pearson correlation "
+        "coefficient of 0.4\n, we would recommend not to use generated data for downstream "
+        "analysis, while the generated latent space might still be useful for analysis.\n"
+        "R² takes the observed data as the truth. Training and validation cells are the model's "
+        "own split.",
+        "**Cell-wise Coefficient of Variation**:",
+        _cv_table(cv["cell_wise"], [("train", "Training Value"), ("validation", "Validation Value")]),
+        "The gene-wise coefficient of variation summarizes how well variation between different "
+        "genes is preserved by the generated model expression. This value is usually quite high.",
+        "**Gene-wise Coefficient of Variation**:",
+        _cv_table(
+            cv["gene_wise"],
+            [("train", "Training Value"), ("validation", "Validation Value"), ("all", "All Cells")],
+        ),
+        "Differential expression metric",
+        "The differential expression metric provides a summary of the differential expression "
+        f"analysis between {de_groups}s. Both the observed counts and the model's samples are "
+        f"normalised the same way ({de.get('normalisation')}) and tested one group versus the rest "
+        "with the Wilcoxon rank-sum test. gene_f1 is the overlap of the top "
+        f"{de.get('top_n')} up-regulated genes; lfc_* compare log2 fold changes over all genes; "
+        "roc_auc and pr_auc measure how well the model's Wilcoxon scores recover the observed "
+        f"up-regulated genes (adjusted p < {de.get('alpha')} and positive log-fold change; "
+        "n_true_up of them), and the two-sided variants recover all observed DE genes by |score| "
+        "(n_true_two_sided). Values are averaged over samples; n/a marks a group with no true "
+        "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
+        "**Differential expression**:",
+        _de_table(de),
+        "# Model Properties",
+        "We provide here key parameters used to setup and train the model.",
+        "Model Parameters",
+        "These provide the settings to setup the original model:",
+        _json_block(saved.init_params),
+        "Setup Data Arguments",
+        "Arguments passed to setup_anndata of the original model:",
+        _json_block(setup),
+        "Data Registry",
+        "Registry elements for AnnData manager:",
+        "| Registry Key | scvi-tools Location |\n|-------------------|--------------------------------------|\n"
+        + registry_rows,
+        f"- **Data is Minified**: {saved.minified}",
+        "Summary Statistics",
+        "| Summary Stat Key | Value |\n|--------------------------|-------|\n" + stats_rows,
+        "Training",
+        f"**Training data url**: {card['training_data_url'] or 'Not provided by uploader'}",
+        "If provided by the original uploader, for those interested in understanding or "
+        "replicating the training process, the code is available at the link below.",
+        f"**Training Code URL**: {card['training_code_url'] or 'Not provided by uploader'}",
+        f"Trained for {training.get('epochs')} epochs on {training.get('device')} "
+        f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
+        f"torch {training.get('torch_version')}.",
+        "# References",
+        card["references"] or "To be added...",
+    ]
+    return "\n".join(sections) + "\n"
+
+
+def metadata(model_class: str, versions: dict, training_data_url: str | None) -> dict:
+    """The content of `_scvi_required_metadata.json`, as `scvi.hub.HubMetadata` reads it."""
+    return {
+        "scvi_version": versions["scvi"],
+        "anndata_version": versions["anndata"],
+        "model_cls_name": model_class,
+        "training_data_url": training_data_url,
+        "model_parent_module": "scvi.model",
+    }

@@ -1,0 +1,177 @@
+"""Training SCVI / SCANVI from the config, and minifying the trained model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SPLIT_COLUMN = "split"
+
+
+class AcceleratorError(RuntimeError):
+    """A GPU was required (`train.accelerator: gpu`) but none is visible."""
+
+
+def choose_accelerator(requested: str, allow_cpu_fallback: bool, cuda_available: bool) -> str:
+    """The Lightning accelerator to train on, given the config and the machine."""
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available:
+        return "gpu"
+    if requested == "gpu" and not allow_cpu_fallback:
+        raise AcceleratorError(
+            "train.accelerator is 'gpu' but no CUDA GPU is visible to this job "
+            "(CUDA_VISIBLE_DEVICES, driver, or a job without a GPU allocation?). "
+            "Set train.accelerator: auto, or train.allow_cpu_fallback: true to train on the CPU."
+        )
+    if requested == "gpu":
+        log.warning("no GPU visible; train.allow_cpu_fallback is true, so training on the CPU")
+    return "cpu"
+
+
+def setup_kwargs(setup: dict, model_class: str) -> dict:
+    """Arguments for `setup_anndata`, as the card records them."""
+    keys = [
+        "layer",
+        "batch_key",
+        "labels_key",
+        "size_factor_key",
+        "categorical_covariate_keys",
+        "continuous_covariate_keys",
+    ]
+    kwargs = {k: setup.get(k) for k in keys}
+    if model_class == "SCANVI":
+        kwargs = {"labels_key": setup["labels_key"], "unlabeled_category": setup["unlabeled_category"]}
+        kwargs |= {k: setup.get(k) for k in keys if k != "labels_key"}
+    return kwargs
+
+
+def model_kwargs(params: dict, model_class: str) -> dict:
+    """Constructor arguments; `linear_classifier` exists only for SCANVI."""
+    kwargs = dict(params)
+    if model_class != "SCANVI":
+        kwargs.pop("linear_classifier", None)
+    return kwargs
+
+
+def _train_kwargs(train: dict, accelerator: str, max_epochs: int | None) -> dict:
+    kwargs = {
+        "max_epochs": max_epochs,
+        "accelerator": accelerator,
+        "devices": 1 if accelerator == "gpu" else "auto",
+        "train_size": train["train_size"],
+        "batch_size": train["batch_size"],
+        "early_stopping": train["early_stopping"],
+        "plan_kwargs": {"lr": train["learning_rate"]},
+        # Progress bars fill job logs with carriage returns; history.tsv has the per-epoch values.
+        "enable_progress_bar": False,
+    }
+    if train["early_stopping"]:
+        kwargs["early_stopping_patience"] = train["early_stopping_patience"]
+    return kwargs
+
+
+def history_table(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per epoch, one column per logged quantity (ELBO, losses; train and validation)."""
+    columns = [frame.iloc[:, 0].rename(name) for name, frame in history.items() if len(frame)]
+    table = pd.concat(columns, axis=1) if columns else pd.DataFrame()
+    table.index.name = "epoch"
+    return table
+
+
+def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None = None):
+    """Set up, build and train the configured model; return (model, summary dict).
+
+    The model's own train/validation/test split is written to `adata.obs["split"]`, so it
+    travels with the saved data and the posterior predictive check can use it.
+    """
+    import scvi
+    import torch
+
+    model_cfg, train = settings["model"], settings["train"]
+    model_class = model_cfg["class"]
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    accelerator = choose_accelerator(train["accelerator"], train["allow_cpu_fallback"], cuda)
+    scvi.settings.seed = train["seed"]
+    setup = setup_kwargs(model_cfg["setup"], model_class)
+    params = model_kwargs(model_cfg["params"], model_class)
+    started = time.perf_counter()
+    history = {}
+
+    if model_class == "SCANVI" and model_cfg["from_scvi"]:
+        scvi_setup = {k: v for k, v in setup.items() if k != "unlabeled_category"}
+        scvi.model.SCVI.setup_anndata(adata, **scvi_setup)
+        scvi_params = {k: v for k, v in params.items() if k != "linear_classifier"}
+        pretrained = scvi.model.SCVI(adata, **scvi_params)
+        log.info("pre-training SCVI: %s", pretrained)
+        pretrained.train(**_train_kwargs(train, accelerator, train["scvi_max_epochs"]))
+        history |= {f"scvi_{k}": v for k, v in pretrained.history.items()}
+        extra = {"linear_classifier": params["linear_classifier"]} if "linear_classifier" in params else {}
+        model = scvi.model.SCANVI.from_scvi_model(
+            pretrained, unlabeled_category=setup["unlabeled_category"], **extra
+        )
+    else:
+        model_cls = getattr(scvi.model, model_class)
+        model_cls.setup_anndata(adata, **setup)
+        model = model_cls(adata, **params)
+
+    log.info("training %s on %s: %s", model_class, accelerator, model)
+    kwargs = _train_kwargs(train, accelerator, train["max_epochs"])
+    if model_class == "SCANVI":
+        kwargs["n_samples_per_label"] = train["n_samples_per_label"]
+    model.train(**kwargs)
+    history |= dict(model.history)
+    device = str(model.device)
+    log.info("trained on device %s", device)
+
+    split = np.full(adata.n_obs, "test", dtype=object)
+    split[np.asarray(model.train_indices)] = "train"
+    split[np.asarray(model.validation_indices)] = "validation"
+    adata.obs[SPLIT_COLUMN] = pd.Categorical(split, categories=["train", "validation", "test"])
+
+    epochs = int(len(model.history.get("elbo_train", [])))
+    summary = {
+        "model_class": model_class,
+        "from_scvi": bool(model_cfg.get("from_scvi")),
+        "accelerator": accelerator,
+        "device": device,
+        "cuda_available": bool(cuda),
+        "gpu_name": torch.cuda.get_device_name(0) if accelerator == "gpu" else None,
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - started, 3),
+        "n_cells": {s: int((split == s).sum()) for s in ("train", "validation", "test")},
+        "scvi_version": scvi.__version__,
+        "torch_version": torch.__version__,
+    }
+    return model, history_table(history), summary
+
+
+def latent_keys(model_class: str) -> tuple[str, str]:
+    """obsm keys of the latent posterior, named as on the scvi-hub cards."""
+    prefix = model_class.lower()
+    return f"{prefix}_latent_qzm", f"{prefix}_latent_qzv"
+
+
+def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
+    """Store the latent posterior (qzm, qzv) and save the model with a minified AnnData."""
+    import scvi
+
+    from .model_io import load_model
+    from .rule_io import atomic_dir
+
+    model = load_model(model_dir)
+    qzm_key, qzv_key = latent_keys(type(model).__name__)
+    qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
+    model.adata.obsm[qzm_key] = qzm
+    model.adata.obsm[qzv_key] = qzv
+    model.minify_adata(use_latent_qzm_key=qzm_key, use_latent_qzv_key=qzv_key)
+    with atomic_dir(out_dir) as tmp:
+        model.save(str(tmp), overwrite=True, save_anndata=True)
+    return {"latent_keys": [qzm_key, qzv_key], "scvi_version": scvi.__version__}
