@@ -16,7 +16,11 @@ from snakemake.utils import min_version
 min_version("9.4.0")
 
 
-configfile: "config/config.yaml"
+# A config file given with --configfile replaces the default one instead of being merged
+# into it, so a run trains exactly the models that file lists.
+if not config.get("models"):
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -120,6 +120,7 @@ def run_publish(
     *,
     token: str | None = TOKEN,
     extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> PublishRun:
     """Run the publish command line in a subprocess; assert the token leaked nowhere."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,7 @@ def run_publish(
         "0.05",
         *extra_args,
     ]
-    env = hub_env(hub, workdir / "hf-home", transfer, token)
+    env = {**hub_env(hub, workdir / "hf-home", transfer, token), **(env or {})}
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT
     )

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
-
 from scvi_hub_workflow import criticism, metrics
 from scvi_hub_workflow.wilcoxon import wilcoxon_one_vs_rest
 
@@ -196,6 +195,26 @@ def test_mismatched_counts_are_refused(minified_model, minified_model_with_layer
     model = criticism.load_minified_model(minified_model / "minified")
     with pytest.raises(ValueError, match="do not match"):
         criticism.coefficient_of_variation_check(
-            model, minified_model_with_layer / "hvg.h5ad", layer="counts",
-            n_samples=1, batch_size=64, seed=0,
+            model,
+            minified_model_with_layer / "hvg.h5ad",
+            layer="counts",
+            n_samples=1,
+            batch_size=64,
+            seed=0,
         )
+
+
+def test_single_pass_equals_the_two_checks(minified_model):
+    model = criticism.load_minified_model(minified_model / "minified")
+    data = minified_model / "hvg.h5ad"
+    grouping = criticism.resolve_groups(
+        model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
+    )
+    settings = {"layer": None, "n_samples": 2, "batch_size": 90, "seed": 5}
+    cv, table, summary = criticism.criticise(model, data, grouping, **settings, alpha=0.1, top_n=5)
+    assert cv == criticism.coefficient_of_variation_check(model, data, **settings)
+    separate, _ = criticism.differential_expression_check(
+        model, data, grouping, **settings, alpha=0.1, top_n=5
+    )
+    pd.testing.assert_frame_equal(table, separate)
+    assert summary["groups_key"] == "cell_type"

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 from scipy import sparse
-from sklearn.metrics import r2_score
-
 from scvi_hub_workflow import metrics
 from scvi_hub_workflow.wilcoxon import wilcoxon_one_vs_rest
+from sklearn.metrics import r2_score
 
 ALPHA, TOP_N = 0.05, 10
 

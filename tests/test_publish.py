@@ -73,6 +73,7 @@ def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
         assert verification["passed"] and verification["model_class"] == "SCVI"
         assert verification["cells_compared"] > 0
         assert verification["max_abs_latent_difference"] <= publish.LATENT_TOLERANCE
+        assert verification["max_abs_weight_difference"] == 0
 
         # The binary files went through the transfer mode under test.
         model_pt = repo.head.files["model.pt"]
@@ -162,9 +163,11 @@ def test_bad_token_is_a_clear_error_without_the_token(hub, tiny, tmp_path):
 def test_connection_dropped_mid_upload_publishes_nothing(hub, tiny, tmp_path, transfer):
     settings = {"repo_id": "alice/tiny", **NO_VERIFY}
     hub.drop_uploads = 1000  # every upload (LFS PUT / Xet token) is cut off halfway
+    # hf_xet retries for minutes by default; one quick attempt is enough to see the failure.
+    xet_env = {"HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": "1", "HF_XET_CLIENT_RETRY_BASE_DELAY": "100ms"}
 
     failed = run_publish(
-        hub, tiny, tmp_path / "1", settings, transfer, extra_args=("--attempts", "1")
+        hub, tiny, tmp_path / "1", settings, transfer, extra_args=("--attempts", "1"), env=xet_env
     )
 
     assert failed.returncode == 1 and failed.receipt is None, failed.output

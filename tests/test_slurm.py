@@ -179,7 +179,7 @@ def jobs(slurm_run):
     for job_id, log in SUBMITTED.findall(output):
         log_path = Path(log)
         rule = next(p for p in log_path.parts if p.startswith("rule_")).removeprefix("rule_")
-        call = calls[str(log_path).replace(job_id, "%j")]
+        call = calls[str(log_path.with_name("%j.log"))]
         records.append(
             {
                 "rule": rule,

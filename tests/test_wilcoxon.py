@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 import scanpy as sc
 from scipy import sparse, stats
-
 from scvi_hub_workflow.metrics import log_normalise
 from scvi_hub_workflow.wilcoxon import (
     benjamini_hochberg,
@@ -27,11 +26,8 @@ def _log_counts(n_cells=300, n_genes=60, n_groups=4, seed=0):
 
 
 def _scanpy(x, labels, groups=None):
-    adata = anndata.AnnData(
-        X=x.copy(), obs=pd.DataFrame({"g": pd.Categorical(labels.astype(str))})
-    )
+    adata = anndata.AnnData(X=x.copy(), obs=pd.DataFrame({"g": pd.Categorical(labels.astype(str))}))
     sc.tl.rank_genes_groups(adata, "g", method="wilcoxon", groups=groups or "all", n_genes=None)
-    rgg = adata.uns["rank_genes_groups"]
     names = [str(n) for n in adata.obs["g"].cat.categories] if groups is None else groups
     out = {}
     for field in ("scores", "logfoldchanges", "pvals_adj"):

@@ -5,27 +5,35 @@ rule card:
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
     output:
-        directory("results/{model}/card"),
-    params:
-        settings=card_settings,
+        card=report(
+            "results/{model}/card/README.md",
+            caption="../report/card.rst",
+            category="Model card",
+            labels={"model": "{model}"},
+        ),
+        metadata="results/{model}/card/_scvi_required_metadata.json",
     log:
         "logs/{model}/card.log",
     conda:
         "../../envs/scvi.yaml"
+    params:
+        settings=card_settings,
     script:
         "../scripts/render_card.py"
 
 
+# Explicit files, not directory(): Snakemake would add a .snakemake_timestamp to the folder.
 rule hub:
     input:
         model=published_model_dir,
-        card="results/{model}/card",
+        card=rules.card.output.card,
+        metadata=rules.card.output.metadata,
     output:
-        directory("results/{model}/hub"),
+        expand("results/{{model}}/hub/{file}", file=HUB_FILES),
     log:
         "logs/{model}/hub.log",
+    localrule: True
     conda:
         "../../envs/scanpy.yaml"
-    localrule: True
     script:
         "../scripts/assemble_hub.py"

@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from scvi_hub_workflow import config as config_model
+from scvi_hub_workflow.hub import HUB_FILES
 
 # Validate the whole config now, before any job runs; errors name the offending key.
 try:
@@ -111,3 +112,7 @@ def published_model_dir(wildcards):
     # scvi-hub publishes the minified model; `minify: false` ships the full training data.
     kind = "minified" if MODELS[wildcards.model]["minify"] else "model"
     return f"results/{wildcards.model}/{kind}"
+
+
+def hub_files(wildcards):
+    return expand("results/{model}/hub/{file}", model=wildcards.model, file=HUB_FILES)

@@ -9,14 +9,14 @@ rule posterior_predictive_check:
             category="Posterior predictive check",
             labels={"model": "{model}"},
         ),
-    params:
-        settings=ppc_settings,
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:
         "results/{model}/benchmarks/posterior_predictive_check.tsv"
     conda:
         "../../envs/scvi.yaml"
+    params:
+        settings=ppc_settings,
     script:
         "../scripts/posterior_predictive_check.py"
 
@@ -33,13 +33,13 @@ rule de_benchmark:
             labels={"model": "{model}"},
         ),
         summary="results/{model}/criticism/de.json",
-    params:
-        settings=de_settings,
     log:
         "logs/{model}/de_benchmark.log",
     benchmark:
         "results/{model}/benchmarks/de_benchmark.tsv"
     conda:
         "../../envs/scvi.yaml"
+    params:
+        settings=de_settings,
     script:
         "../scripts/de_benchmark.py"

@@ -12,13 +12,13 @@ rule builtin_dataset:
 rule download:
     output:
         "resources/downloads/{sha256}.h5ad",
-    params:
-        url=url_of,
     log:
         "logs/downloads/{sha256}.log",
+    localrule: True
     conda:
         "../../envs/scanpy.yaml"
-    localrule: True
+    params:
+        url=url_of,
     script:
         "../scripts/download_dataset.py"
 
@@ -29,12 +29,12 @@ rule dataset:
     output:
         data=temp("results/{model}/dataset.h5ad"),
         summary="results/{model}/dataset.json",
-    params:
-        settings=dataset_settings,
     log:
         "logs/{model}/dataset.log",
     conda:
         "../../envs/scanpy.yaml"
+    params:
+        settings=dataset_settings,
     script:
         "../scripts/prepare_dataset.py"
 
@@ -50,11 +50,11 @@ rule hvg:
             category="Highly variable genes",
             labels={"model": "{model}"},
         ),
-    params:
-        settings=hvg_settings,
     log:
         "logs/{model}/hvg.log",
     conda:
         "../../envs/scanpy.yaml"
+    params:
+        settings=hvg_settings,
     script:
         "../scripts/select_hvg.py"

@@ -10,19 +10,19 @@ rule train:
             labels={"model": "{model}"},
         ),
         summary="results/{model}/training/summary.json",
-    params:
-        settings=train_settings,
     log:
         "logs/{model}/train.log",
     benchmark:
         "results/{model}/benchmarks/train.tsv"
+    conda:
+        "../../envs/scvi.yaml"
     threads: 4
     resources:
         gpu=gpu_request,
         mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
         runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
-    conda:
-        "../../envs/scvi.yaml"
+    params:
+        settings=train_settings,
     script:
         "../scripts/train_model.py"
 
@@ -34,9 +34,9 @@ rule minify:
         directory("results/{model}/minified"),
     log:
         "logs/{model}/minify.log",
-    resources:
-        mem_mb=lambda wc, input, attempt: (2000 + 3 * input.size_mb) * attempt,
     conda:
         "../../envs/scvi.yaml"
+    resources:
+        mem_mb=lambda wc, input, attempt: (2000 + 3 * input.size_mb) * attempt,
     script:
         "../scripts/minify_model.py"

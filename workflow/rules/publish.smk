@@ -1,6 +1,6 @@
 rule publish:
     input:
-        hub="results/{model}/hub",
+        hub=hub_files,
         model="results/{model}/model",
     output:
         "results/{model}/publish.json",

@@ -19,7 +19,9 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         cluster_resolution=float(settings["cluster_resolution"]),
         seed=int(settings["seed"]),
     )
-    log.info("DE groups from %s %r: %d groups", grouping.grouping, grouping.key, len(grouping.names))
+    log.info(
+        "DE groups from %s %r: %d groups", grouping.grouping, grouping.key, len(grouping.names)
+    )
     table, summary = differential_expression_check(
         model,
         snakemake.input.data,  # noqa: F821

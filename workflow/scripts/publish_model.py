@@ -1,11 +1,13 @@
 """Rule publish: commit results/{model}/hub/ (or write its manifest), then write the receipt."""
 
+from pathlib import Path
+
 from scvi_hub_workflow.publish import run
 from scvi_hub_workflow.rule_io import logged_to
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     receipt = run(
-        snakemake.input.hub,  # noqa: F821
+        Path(snakemake.input.hub[0]).parent,  # noqa: F821  (the hub folder)
         snakemake.input.model,  # noqa: F821
         dict(snakemake.params.publish),  # noqa: F821
         snakemake.output[0],  # noqa: F821

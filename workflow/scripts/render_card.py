@@ -4,8 +4,7 @@ import json
 from pathlib import Path
 
 from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
-from scvi_hub_workflow.hub import CARD_FILE, METADATA_FILE
-from scvi_hub_workflow.rule_io import atomic_dir, logged_to
+from scvi_hub_workflow.rule_io import atomic_path, logged_to
 from scvi_hub_workflow.versions import versions
 
 with logged_to(snakemake.log[0]):  # noqa: F821
@@ -24,6 +23,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
         )
     )
     meta = metadata(saved.model_class, found, settings["card"]["training_data_url"])
-    with atomic_dir(snakemake.output[0]) as tmp:  # noqa: F821
-        (tmp / CARD_FILE).write_text(card)
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_path(snakemake.output.card) as tmp:  # noqa: F821
+        tmp.write_text(card)
+    with atomic_path(snakemake.output.metadata) as tmp:  # noqa: F821
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")

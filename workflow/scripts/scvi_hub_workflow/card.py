@@ -23,9 +23,7 @@ MODEL_TEXT = {
             "scVI takes as input a scRNA-seq gene expression matrix with cells and genes."
         ),
         "guide": "scvi",
-        "paper": (
-            "[scVI manuscript](https://www.nature.com/articles/s41592-018-0229-2)"
-        ),
+        "paper": ("[scVI manuscript](https://www.nature.com/articles/s41592-018-0229-2)"),
     },
     "SCANVI": {
         "intro": (
@@ -83,8 +81,7 @@ class SavedModel:
             setup_args=dict(registry["setup_args"]),
             data_registry=data_registry,
             summary_stats=summary,
-            minified=attrs.get("minified_data_type_") is not None
-            or "minify_type" in data_registry,
+            minified=attrs.get("minified_data_type_") is not None or "minify_type" in data_registry,
         )
 
 
@@ -116,7 +113,10 @@ def _location(entry: dict) -> str:
 def front_matter(inputs: CardInputs) -> dict:
     s = inputs.settings
     tags = ["biology", "genomics", "single-cell", f"model_cls_name:{inputs.saved.model_class}"]
-    tags += [f"scvi_version:{inputs.versions['scvi']}", f"anndata_version:{inputs.versions['anndata']}"]
+    tags += [
+        f"scvi_version:{inputs.versions['scvi']}",
+        f"anndata_version:{inputs.versions['anndata']}",
+    ]
     tags += [f"modality:{s['card']['modality']}"]
     tags += [f"tissue:{t}" for t in s["tissues"]]
     tags += [f"annotated:{bool(s['model']['setup'].get('labels_key'))}"]
@@ -127,11 +127,15 @@ def _cv_table(cv: dict, splits: list[tuple[str, str]]) -> str:
     header = "| Metric | " + " | ".join(label for _, label in splits) + " |"
     rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
     rows = [
-        f"| {name} | " + " | ".join(_fmt((cv.get(split) or {}).get(key)) for split, _ in splits) + " |"
+        f"| {name} | "
+        + " | ".join(_fmt((cv.get(split) or {}).get(key)) for split, _ in splits)
+        + " |"
         for key, name in CV_ROWS
     ]
     counts = [
-        "| Cells | " + " | ".join(_fmt((cv.get(split) or {}).get("n_cells")) for split, _ in splits) + " |"
+        "| Cells | "
+        + " | ".join(_fmt((cv.get(split) or {}).get("n_cells")) for split, _ in splits)
+        + " |"
     ]
     return "\n".join([header, rule, *rows, *counts])
 
@@ -152,7 +156,9 @@ def render_card(inputs: CardInputs) -> str:
     s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
     text = MODEL_TEXT[saved.model_class]
     version = inputs.versions["scvi"]
-    de_groups = "cell-type" if de.get("grouping") == "labels" else "cluster (Leiden, on the latent space)"
+    de_groups = (
+        "cell-type" if de.get("grouping") == "labels" else "cluster (Leiden, on the latent space)"
+    )
     registry_rows = "\n".join(
         f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
     )
@@ -185,7 +191,9 @@ def render_card(inputs: CardInputs) -> str:
         "R² takes the observed data as the truth. Training and validation cells are the model's "
         "own split.",
         "**Cell-wise Coefficient of Variation**:",
-        _cv_table(cv["cell_wise"], [("train", "Training Value"), ("validation", "Validation Value")]),
+        _cv_table(
+            cv["cell_wise"], [("train", "Training Value"), ("validation", "Validation Value")]
+        ),
         "The gene-wise coefficient of variation summarizes how well variation between different "
         "genes is preserved by the generated model expression. This value is usually quite high.",
         "**Gene-wise Coefficient of Variation**:",
@@ -216,8 +224,8 @@ def render_card(inputs: CardInputs) -> str:
         _json_block(setup),
         "Data Registry",
         "Registry elements for AnnData manager:",
-        "| Registry Key | scvi-tools Location |\n|-------------------|--------------------------------------|\n"
-        + registry_rows,
+        "| Registry Key | scvi-tools Location |\n"
+        "|-------------------|--------------------------------------|\n" + registry_rows,
         f"- **Data is Minified**: {saved.minified}",
         "Summary Statistics",
         "| Summary Stat Key | Value |\n|--------------------------|-------|\n" + stats_rows,

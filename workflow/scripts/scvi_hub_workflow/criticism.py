@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -215,11 +217,14 @@ class DifferentialExpression:
         scale = len(self.codes) / n_block_cells
         expected = nonzeros_per_gene * scale * 1.2 + 1
         self.chunks = gene_chunks(expected, self.max_nonzeros)
+        # kept open for the whole stream (appended per minibatch), closed in results()
         self._files = [
-            [open(self.tmp_dir / f"source{s}_chunk{c}.u64", "wb") for c in range(len(self.chunks))]
-            for s in range(self.n_sources)
+            [self._open(s, c) for c in range(len(self.chunks))] for s in range(self.n_sources)
         ]
         log.info("DE store: %d gene chunks in %s", len(self.chunks), self.tmp_dir)
+
+    def _open(self, source: int, chunk: int):
+        return open(self.tmp_dir / f"source{source}_chunk{chunk}.u64", "wb")  # noqa: SIM115
 
     def add(self, start: int, stop: int, observed: np.ndarray, samples: np.ndarray) -> None:
         blocks = [observed, *samples]
@@ -282,13 +287,35 @@ def stream(
             f"{(model.adata.n_obs, model.adata.n_vars)}"
         )
     started = time.perf_counter()
-    for start, stop, samples in posterior_predictive_blocks(
+    blocks = posterior_predictive_blocks(
         model, n_samples=n_samples, batch_size=batch_size, seed=seed
-    ):
+    )
+    # Sampling (torch) of the next minibatch overlaps the bookkeeping (numpy) of this one.
+    for start, stop, samples in _prefetched(blocks):
         counts = observed.dense_rows(start, stop)
         for accumulator in accumulators:
             accumulator.add(start, stop, counts, samples)
     log.info("streamed %d cells in %.1f s", model.adata.n_obs, time.perf_counter() - started)
+
+
+def _prefetched(iterator: Iterator, depth: int = 1) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead of the consumer."""
+    done = object()
+    items: queue.Queue = queue.Queue(maxsize=depth)
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                items.put(item)
+            items.put(done)
+        except BaseException as error:  # re-raised in the consumer
+            items.put(error)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := items.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 # --- groups --------------------------------------------------------------------------------
@@ -425,17 +452,55 @@ def differential_expression_check(
         stream(model, observed, [de], n_samples=n_samples, batch_size=batch_size, seed=seed)
         observed_de, *sample_de = de.results()
     table = de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
-    summary = {
+    summary = _de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
+    return table, summary
+
+
+def criticise(
+    model,
+    counts_path: str | os.PathLike,
+    grouping: Grouping,
+    *,
+    layer: str | None,
+    n_samples: int,
+    batch_size: int,
+    seed: int,
+    alpha: float,
+    top_n: int,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    tmp_dir: str | os.PathLike | None = None,
+) -> tuple[dict, pd.DataFrame, dict]:
+    """CV and DE from one pass of posterior samples: (cv.json content, de.tsv table, de.json).
+
+    Same figures as the two separate checks with the same seed, for half the sampling.
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="de_store_", dir=tmp_dir) as store,
+        ObservedCounts(counts_path, layer) as observed,
+    ):
+        n_genes = observed.shape[1]
+        cv = CoefficientOfVariation(cell_splits(model), n_samples, n_genes)
+        de = DifferentialExpression(
+            grouping.codes, len(grouping.names), n_samples, n_genes, store, memory_budget_bytes
+        )
+        stream(model, observed, [cv, de], n_samples=n_samples, batch_size=batch_size, seed=seed)
+        observed_de, *sample_de = de.results()
+    table = de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
+    summary = _de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
+    return {"n_samples": n_samples, "seed": seed} | cv.result(), table, summary
+
+
+def _de_summary(grouping: Grouping, table: pd.DataFrame, **settings) -> dict:
+    return {
         "test": "wilcoxon",
         "grouping": grouping.grouping,
         "groups_key": grouping.key,
-        "alpha": alpha,
-        "top_n": top_n,
-        "n_samples": n_samples,
+        "alpha": settings["alpha"],
+        "top_n": settings["top_n"],
+        "n_samples": settings["n_samples"],
         "normalisation": metrics.NORMALISATION,
         "groups": table.to_dict(orient="records"),
     }
-    return table, summary
 
 
 def de_table(

@@ -27,7 +27,7 @@ class DatasetError(ValueError):
 
 
 def synthetic_iid(seed: int = 0) -> ad.AnnData:
-    """scvi-tools' synthetic IID counts, shaped as the SCVI reference card (400 cells x 100 genes)."""
+    """scvi-tools' synthetic IID counts, shaped as the SCVI reference card (400 x 100 genes)."""
     import scvi
 
     scvi.settings.seed = seed
@@ -118,7 +118,9 @@ BUILTINS = {"synthetic-iid": synthetic_iid, "simulated-atlas": simulated_atlas}
 
 def write_builtin(name: str, path: str | Path) -> None:
     if name not in BUILTINS:
-        raise DatasetError(f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}")
+        raise DatasetError(
+            f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}"
+        )
     adata = BUILTINS[name]()
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp, compression="gzip")
@@ -155,7 +157,10 @@ def download(
         try:
             with atomic_path(path) as tmp:
                 digest = hashlib.sha256()
-                with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+                with (
+                    urllib.request.urlopen(url, timeout=timeout_s) as response,
+                    open(tmp, "wb") as out,
+                ):
                     while chunk := response.read(1 << 20):
                         digest.update(chunk)
                         out.write(chunk)
@@ -180,7 +185,9 @@ def download(
 # ---------------------------------------------------------------------------- validation
 
 
-def _counts_from(adata: ad.AnnData, location: str, where: str) -> tuple[sp.csr_matrix, pd.DataFrame]:
+def _counts_from(
+    adata: ad.AnnData, location: str, where: str
+) -> tuple[sp.csr_matrix, pd.DataFrame]:
     """The counts matrix named by `dataset.counts`, and the var table that goes with it."""
     if location == "X":
         matrix, var = adata.X, adata.var
@@ -223,8 +230,12 @@ def _check_obs(obs: pd.DataFrame, setup: dict, where: str) -> None:
         ("labels_key", setup.get("labels_key")),
         ("size_factor_key", setup.get("size_factor_key")),
     ]
-    keyed += [("categorical_covariate_keys", k) for k in setup.get("categorical_covariate_keys") or []]
-    keyed += [("continuous_covariate_keys", k) for k in setup.get("continuous_covariate_keys") or []]
+    keyed += [
+        ("categorical_covariate_keys", k) for k in setup.get("categorical_covariate_keys") or []
+    ]
+    keyed += [
+        ("continuous_covariate_keys", k) for k in setup.get("continuous_covariate_keys") or []
+    ]
     for key, column in keyed:
         if column is None:
             continue
@@ -253,9 +264,7 @@ def _check_obs(obs: pd.DataFrame, setup: dict, where: str) -> None:
         )
 
 
-def prepare_dataset(
-    source_path: str | Path, settings: dict, out_path: str | Path
-) -> dict:
+def prepare_dataset(source_path: str | Path, settings: dict, out_path: str | Path) -> dict:
     """Read a dataset, validate it against the model's settings, write the canonical copy.
 
     The canonical copy has the counts as a CSR matrix in X (and also in `layers[layer]` when
@@ -275,11 +284,15 @@ def prepare_dataset(
         raise DatasetError(f"{where}: not a readable .h5ad file ({error})") from error
     counts, var = _counts_from(adata, dataset["counts"], where)
     if counts.shape[0] == 0 or counts.shape[1] == 0:
-        raise DatasetError(f"{where}: the data has {counts.shape[0]} cells x {counts.shape[1]} genes")
+        raise DatasetError(
+            f"{where}: the data has {counts.shape[0]} cells x {counts.shape[1]} genes"
+        )
     check_counts(counts, f"{where}, counts in {dataset['counts']}")
     _check_obs(adata.obs, setup, where)
 
-    clean = ad.AnnData(X=counts, obs=adata.obs.copy(), var=pd.DataFrame(index=var.index.astype(str)))
+    clean = ad.AnnData(
+        X=counts, obs=adata.obs.copy(), var=pd.DataFrame(index=var.index.astype(str))
+    )
     for column in var.columns:
         clean.var[column] = var[column].to_numpy()
     clean.var_names_make_unique()

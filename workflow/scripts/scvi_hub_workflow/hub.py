@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .rule_io import atomic_dir
+from .rule_io import atomic_path
 
 MODEL_FILE = "model.pt"
 DATA_FILE = "adata.h5ad"
@@ -18,25 +18,36 @@ HUB_FILES = (MODEL_FILE, DATA_FILE, METADATA_FILE, CARD_FILE)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
-    # A hard link costs no space for multi-GB AnnData; fall back to a copy across devices.
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+    """Place `source` at `target` atomically: a hard link (no space for multi-GB AnnData),
+    or a copy across devices, under a temporary name first."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
 
 
-def assemble_hub_folder(model_dir: str | Path, card_dir: str | Path, out_dir: str | Path) -> list[str]:
-    """Write `out_dir` with exactly HUB_FILES: the model and its AnnData, metadata and card."""
-    sources = {
+def hub_sources(model_dir: str | Path, card_path: str | Path, metadata_path: str | Path) -> dict:
+    """Where each published file comes from."""
+    return {
         MODEL_FILE: Path(model_dir) / MODEL_FILE,
         DATA_FILE: Path(model_dir) / DATA_FILE,
-        METADATA_FILE: Path(card_dir) / METADATA_FILE,
-        CARD_FILE: Path(card_dir) / CARD_FILE,
+        METADATA_FILE: Path(metadata_path),
+        CARD_FILE: Path(card_path),
     }
+
+
+def assemble_hub_folder(sources: dict[str, Path], out_dir: str | Path) -> list[str]:
+    """Fill `out_dir` with exactly HUB_FILES; anything else already there is removed."""
     missing = [str(p) for p in sources.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"cannot assemble the hub folder, missing: {', '.join(missing)}")
-    with atomic_dir(out_dir) as tmp:
-        for name, source in sources.items():
-            _link_or_copy(source, tmp / name)
-    return list(HUB_FILES)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stray in out_dir.iterdir():
+        if stray.name not in HUB_FILES and stray.is_file():
+            stray.unlink()
+    for name in HUB_FILES:
+        _link_or_copy(sources[name], out_dir / name)
+    return sorted(p.name for p in out_dir.iterdir())

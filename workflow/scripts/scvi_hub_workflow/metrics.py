@@ -167,7 +167,7 @@ def auc_pair(truth: np.ndarray, predictor: np.ndarray) -> tuple[float, float]:
 def marker_truth(
     observed_pvals_adj: np.ndarray, observed_lfc: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Observed markers: (up-regulated: adjusted p < alpha and lfc > 0, any direction: p < alpha)."""
+    """Observed markers as (up: adjusted p < alpha and lfc > 0, either direction: p < alpha)."""
     significant = np.asarray(observed_pvals_adj) < alpha
     return significant & (np.asarray(observed_lfc) > 0), significant
 

@@ -261,10 +261,11 @@ def verify_pull(
     token: str,
     n_cells: int = 64,
 ) -> dict[str, Any]:
-    """Pull ``commit`` as a user would (fresh cache), load it, compare latents with the local model.
+    """Pull ``commit`` as a user would (fresh cache), load it, compare it with the local model.
 
-    The latent mean is deterministic, so the published model must reproduce the local one's
-    latent representation of the same cells (matched by obs name) to float precision.
+    Two checks: the pulled weights equal the local model's, and the latent posterior mean of
+    the first cells (matched by obs name) equals the local model's. For a minified model the
+    latent a user gets is the one stored in its AnnData (``*_latent_qzm``): that is compared.
     """
     import numpy as np
     import scvi.hub
@@ -274,33 +275,54 @@ def verify_pull(
             repo_id, cache_dir=cache, revision=commit, token=token
         )
         pulled = hub_model.model
-        pulled_names = list(pulled.adata.obs_names[:n_cells])
-        pulled_latent = pulled.get_latent_representation(indices=np.arange(len(pulled_names)))
+        names = list(pulled.adata.obs_names[:n_cells])
+        pulled_latent, latent_source = _served_latent(pulled, len(names))
 
     # The local model is the same class as the published one, saved with its full adata.
     local = type(pulled).load(str(model_dir))
     position = {name: i for i, name in enumerate(local.adata.obs_names)}
-    missing = [n for n in pulled_names if n not in position]
+    missing = [n for n in names if n not in position]
     if missing:
-        raise PublishError(
-            f"verification: pulled cells not in the local model's data: {missing[:3]}"
-        )
-    local_latent = local.get_latent_representation(indices=[position[n] for n in pulled_names])
-    max_diff = float(np.max(np.abs(np.asarray(local_latent) - np.asarray(pulled_latent))))
+        raise PublishError(f"verification: pulled cells missing from the local data: {missing[:3]}")
+    local_latent = local.get_latent_representation(indices=[position[n] for n in names])
+    latent_diff = float(np.max(np.abs(np.asarray(local_latent) - pulled_latent)))
+    local_weights, pulled_weights = local.module.state_dict(), pulled.module.state_dict()
+    if set(local_weights) != set(pulled_weights):
+        raise PublishError("verification: the pulled model has different parameters")
+    weight_diff = max(
+        float((local_weights[k].float() - pulled_weights[k].float()).abs().max())
+        for k in local_weights
+        if local_weights[k].numel()
+    )
     result = {
         "commit": commit,
         "model_class": type(pulled).__name__,
-        "cells_compared": len(pulled_names),
-        "max_abs_latent_difference": max_diff,
+        "cells_compared": len(names),
+        "latent_source": latent_source,
+        "max_abs_latent_difference": latent_diff,
+        "max_abs_weight_difference": weight_diff,
         "tolerance": LATENT_TOLERANCE,
-        "passed": max_diff <= LATENT_TOLERANCE,
+        "passed": max(latent_diff, weight_diff) <= LATENT_TOLERANCE,
     }
     if not result["passed"]:
         raise PublishError(
-            f"verification failed: the model pulled from {repo_id}@{commit} gives latents that "
-            f"differ from the local model's by up to {max_diff:.3g} (tolerance {LATENT_TOLERANCE})"
+            f"verification failed: the model pulled from {repo_id}@{commit} differs from the "
+            f"local one (latent by up to {latent_diff:.3g}, weights by up to {weight_diff:.3g}; "
+            f"tolerance {LATENT_TOLERANCE})"
         )
     return result
+
+
+def _served_latent(model: Any, n_cells: int) -> tuple[Any, str]:
+    """The latent mean of the first cells as a user of the pulled model gets it, and its source."""
+    import numpy as np
+
+    if getattr(model, "minified_data_type", None) is None:
+        return np.asarray(model.get_latent_representation(indices=np.arange(n_cells))), "model"
+    key = next((k for k in model.adata.obsm if k.endswith("latent_qzm")), None)
+    if key is None:
+        raise PublishError("verification: the minified AnnData stores no '*_latent_qzm'")
+    return np.asarray(model.adata.obsm[key][:n_cells]), f"obsm['{key}']"
 
 
 def add_to_collection(api: Any, slug: str, repo_id: str, token: str) -> dict[str, Any]:

@@ -48,7 +48,10 @@ def setup_kwargs(setup: dict, model_class: str) -> dict:
     ]
     kwargs = {k: setup.get(k) for k in keys}
     if model_class == "SCANVI":
-        kwargs = {"labels_key": setup["labels_key"], "unlabeled_category": setup["unlabeled_category"]}
+        kwargs = {
+            "labels_key": setup["labels_key"],
+            "unlabeled_category": setup["unlabeled_category"],
+        }
         kwargs |= {k: setup.get(k) for k in keys if k != "labels_key"}
     return kwargs
 
@@ -113,7 +116,11 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
         log.info("pre-training SCVI: %s", pretrained)
         pretrained.train(**_train_kwargs(train, accelerator, train["scvi_max_epochs"]))
         history |= {f"scvi_{k}": v for k, v in pretrained.history.items()}
-        extra = {"linear_classifier": params["linear_classifier"]} if "linear_classifier" in params else {}
+        extra = (
+            {"linear_classifier": params["linear_classifier"]}
+            if "linear_classifier" in params
+            else {}
+        )
         model = scvi.model.SCANVI.from_scvi_model(
             pretrained, unlabeled_category=setup["unlabeled_category"], **extra
         )
@@ -172,6 +179,15 @@ def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
     model.adata.obsm[qzm_key] = qzm
     model.adata.obsm[qzv_key] = qzv
     model.minify_adata(use_latent_qzm_key=qzm_key, use_latent_qzv_key=qzv_key)
+    # SCANVI.from_scvi_model registers its data with use_minified=False. Saved as is, the model
+    # reloads as if unminified and samples from the emptied X: every posterior sample is zero.
+    # (The published Tabula Sapiens card shows that state: "use_minified": false.)
+    setup_args = model.adata_manager._registry["setup_args"]
+    if "use_minified" in setup_args:
+        setup_args["use_minified"] = True
     with atomic_dir(out_dir) as tmp:
         model.save(str(tmp), overwrite=True, save_anndata=True)
+        reloaded = load_model(tmp)
+        if reloaded.minified_data_type is None:
+            raise RuntimeError(f"{model_dir}: the saved model does not reload as minified")
     return {"latent_keys": [qzm_key, qzv_key], "scvi_version": scvi.__version__}

@@ -224,5 +224,3 @@ def _chunk_nonzeros(
     lo, hi = matrix.indptr[start], matrix.indptr[stop]
     genes = np.repeat(np.arange(stop - start), np.diff(matrix.indptr[start : stop + 1]))
     return genes, matrix.indices[lo:hi], matrix.data[lo:hi]
-
-

@@ -1,0 +1,155 @@
+"""The config model: schema validation with the key at fault, defaults, cross-key rules."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import ROOT, TINY_CONFIG, snakemake
+from scvi_hub_workflow import config as config_model
+from scvi_hub_workflow.config import ConfigError, model_settings, resolve
+
+
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def minimal(**model) -> dict:
+    entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
+    entry.update(model)
+    return {"models": {"m": entry}}
+
+
+def test_default_and_tiny_configs_resolve():
+    for cfg in (default_config(), yaml.safe_load(TINY_CONFIG.read_text())):
+        models = resolve(cfg)
+        assert models
+        for settings in models.values():
+            assert settings["publish"]["enabled"] is False
+
+
+def test_default_config_trains_the_two_reference_card_kinds():
+    models = resolve(default_config())
+    scvi, scanvi = models["synthetic-scvi"], models["simulated-scanvi"]
+    assert scvi["model"]["class"] == "SCVI"
+    assert scvi["model"]["params"] == {
+        "n_hidden": 128,
+        "n_latent": 10,
+        "n_layers": 1,
+        "dropout_rate": 0.1,
+        "dispersion": "gene",
+        "gene_likelihood": "zinb",
+        "latent_distribution": "normal",
+    }
+    assert scvi["model"]["setup"]["batch_key"] is None
+    assert scanvi["model"]["class"] == "SCANVI" and scanvi["model"]["from_scvi"]
+    params = scanvi["model"]["params"]
+    assert (params["n_layers"], params["n_latent"], params["dropout_rate"]) == (3, 20, 0.05)
+    assert (params["use_batch_norm"], params["use_layer_norm"]) == ("none", "both")
+    assert params["encode_covariates"] is True and params["gene_likelihood"] == "nb"
+    assert scanvi["model"]["setup"]["unlabeled_category"] == "unknown"
+
+
+def test_precedence_builtin_then_defaults_then_model():
+    cfg = minimal(hvg={"flavor": "pearson_residuals"})
+    cfg["defaults"] = {"hvg": {"n_top_genes": 777, "flavor": "seurat_v3"}}
+    hvg = model_settings(cfg, "m")["hvg"]
+    assert hvg == {"n_top_genes": 777, "flavor": "pearson_residuals", "batch_aware": True}
+
+
+def test_explicit_null_overrides_a_default():
+    cfg = minimal(hvg={"n_top_genes": None})
+    assert model_settings(cfg, "m")["hvg"]["n_top_genes"] is None
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["models"]["m"]["model"].update(params={"n_hiden": 3}), "n_hiden"),
+        (
+            lambda c: c["models"]["m"]["model"].update(params={"n_latent": "ten"}),
+            "models.m.model.params.n_latent",
+        ),
+        (lambda c: c["models"]["m"].update(train={"accelerator": "tpu"}), "train.accelerator"),
+        (lambda c: c.update(extra=1), "'extra'"),
+        (lambda c: c["models"]["m"].pop("dataset"), "'dataset' is a required property"),
+        (lambda c: c["models"].update({"bad name": c["models"]["m"]}), "bad name"),
+    ],
+)
+def test_schema_errors_name_the_key(mutate, expected):
+    cfg = minimal()
+    mutate(cfg)
+    with pytest.raises(ConfigError, match="invalid configuration") as error:
+        resolve(cfg)
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({"model": {"class": "SCANVI"}}, "models.m.model.setup.labels_key"),
+        (
+            {"model": {"class": "SCANVI", "setup": {"labels_key": "cell_type"}}},
+            "models.m.model.setup.unlabeled_category",
+        ),
+        ({"model": {"class": "SCVI", "from_scvi": True}}, "models.m.model.from_scvi"),
+        (
+            {"model": {"class": "SCVI", "params": {"linear_classifier": True}}},
+            "linear_classifier",
+        ),
+        ({"dataset": {"source": "https://example.org/x.h5ad"}}, "models.m.dataset.sha256"),
+        ({"dataset": {"source": "no/such/file.h5ad"}}, "file not found: no/such/file.h5ad"),
+        ({"dataset": {"source": "builtin:nope"}}, "unknown built-in dataset 'nope'"),
+        ({"publish": {"enabled": True}}, "models.m.publish.repo_id"),
+    ],
+)
+def test_cross_key_rules(model, expected):
+    cfg = minimal(**copy.deepcopy(model))
+    if "model" in model:
+        cfg["models"]["m"]["model"] = model["model"]
+    with pytest.raises(ConfigError) as error:
+        resolve(cfg)
+    assert expected in str(error.value)
+
+
+def test_dataset_sources_land_in_resources():
+    sha = "a" * 64
+    url = config_model.parse_source("https://example.org/x.h5ad", sha)
+    assert url.workflow_path == f"resources/downloads/{sha}.h5ad"
+    assert config_model.parse_source("builtin:synthetic-iid", None).workflow_path == (
+        "resources/builtin/synthetic-iid.h5ad"
+    )
+    assert config_model.parse_source("data/x.h5ad", None).workflow_path == "data/x.h5ad"
+
+
+def test_snakemake_stops_on_a_bad_config_before_any_job(tmp_path):
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["models"]["tiny-scvi"]["model"]["params"]["n_hiden"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--cores", "1", "--configfile", str(path), workdir=tmp_path)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "models.tiny-scvi.model.params: unknown key 'n_hiden'" in output
+    assert not (tmp_path / "results").exists()
+
+
+def _leaf_keys(node: dict, schema: dict, prefix: str = "") -> set[str]:
+    if "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    keys = set()
+    for key, sub in node.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        children = _leaf_keys(sub, schema, f"{path}.")
+        keys |= children or {path}
+    return keys
+
+
+def test_config_readme_documents_every_key():
+    schema = config_model.load_schema()
+    readme = (ROOT / "config" / "README.md").read_text()
+    entry = schema["$defs"]["model_entry"]
+    for key in _leaf_keys(entry, schema):
+        leaf = key.split(".", 1)[-1] if key.count(".") >= 1 else key
+        assert f"`{leaf}`" in readme or f"`{key}`" in readme, key

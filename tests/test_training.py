@@ -1,0 +1,55 @@
+"""Training helpers that need no model: device choice, arguments, history."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from scvi_hub_workflow.training import (
+    AcceleratorError,
+    choose_accelerator,
+    history_table,
+    latent_keys,
+    model_kwargs,
+    setup_kwargs,
+)
+
+
+@pytest.mark.parametrize(
+    ("requested", "fallback", "cuda", "expected"),
+    [
+        ("auto", False, True, "gpu"),
+        ("auto", False, False, "cpu"),
+        ("cpu", False, True, "cpu"),
+        ("gpu", False, True, "gpu"),
+        ("gpu", True, False, "cpu"),
+    ],
+)
+def test_choose_accelerator(requested, fallback, cuda, expected):
+    assert choose_accelerator(requested, fallback, cuda) == expected
+
+
+def test_gpu_required_without_gpu_fails_clearly():
+    with pytest.raises(AcceleratorError, match="train.allow_cpu_fallback"):
+        choose_accelerator("gpu", False, False)
+
+
+def test_setup_and_model_arguments_per_class():
+    setup = {"layer": None, "batch_key": "b", "labels_key": "l", "unlabeled_category": "u"}
+    assert "unlabeled_category" not in setup_kwargs(setup, "SCVI")
+    assert setup_kwargs(setup, "SCANVI")["unlabeled_category"] == "u"
+    assert "linear_classifier" not in model_kwargs({"linear_classifier": True}, "SCVI")
+    assert model_kwargs({"linear_classifier": True}, "SCANVI") == {"linear_classifier": True}
+
+
+def test_history_table_has_one_row_per_epoch():
+    history = {
+        "elbo_train": pd.DataFrame({"elbo_train": [3.0, 2.0]}),
+        "elbo_validation": pd.DataFrame({"elbo_validation": [3.5, 2.5]}),
+    }
+    table = history_table(history)
+    assert list(table.columns) == ["elbo_train", "elbo_validation"]
+    assert len(table) == 2 and table.index.name == "epoch"
+
+
+def test_latent_keys_are_named_as_on_the_cards():
+    assert latent_keys("SCANVI") == ("scanvi_latent_qzm", "scanvi_latent_qzv")

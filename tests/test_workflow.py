@@ -1,0 +1,188 @@
+"""The whole chain, end to end, on the tiny config (one Snakemake run shared by these tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+from conftest import SHARED, TINY_CONFIG, snakemake
+from scvi_hub_workflow.hub import HUB_FILES
+
+MODELS = ("tiny-scvi", "tiny-scanvi")
+
+# Every section heading and bold label of the published scvi-hub cards.
+CARD_SECTIONS = [
+    "# Model Description",
+    "# Metrics",
+    "Coefficient of variation",
+    "**Cell-wise Coefficient of Variation**",
+    "**Gene-wise Coefficient of Variation**",
+    "Differential expression metric",
+    "**Differential expression**",
+    "# Model Properties",
+    "Model Parameters",
+    "Setup Data Arguments",
+    "Data Registry",
+    "**Data is Minified**",
+    "Summary Statistics",
+    "Training",
+    "**Training data url**",
+    "**Training Code URL**",
+    "# References",
+]
+DE_COLUMNS = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
+
+
+def front_matter(card: str) -> dict:
+    match = re.match(r"^---\n(.*?)\n---\n", card, re.S)
+    assert match, "card has no YAML front matter"
+    return yaml.safe_load(match.group(1))
+
+
+def tag_kinds(tags: list[str]) -> set[str]:
+    return {tag.split(":", 1)[0] for tag in tags}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_hub_folder_is_exactly_what_gets_published(tiny_run, model):
+    hub = tiny_run / "results" / model / "hub"
+    assert sorted(p.name for p in hub.iterdir()) == sorted(HUB_FILES)
+    receipt = json.loads((tiny_run / "results" / model / "publish.json").read_text())
+    assert receipt["published"] is False
+    listed = {f["path"]: f for f in receipt["files"]}
+    assert sorted(listed) == sorted(HUB_FILES)
+    for name, entry in listed.items():
+        data = (hub / name).read_bytes()
+        assert entry["size"] == len(data)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_scvi_tools_loads_the_hub_folder(tiny_run, model):
+    import scvi.hub
+
+    hub_model = scvi.hub.HubModel(str(tiny_run / "results" / model / "hub"))
+    loaded = hub_model.model
+    assert type(loaded).__name__ == hub_model.metadata.model_cls_name
+    assert loaded.minified_data_type is not None  # the default publishes minified data
+    latent = loaded.get_latent_representation()
+    assert latent.shape[0] == loaded.adata.n_obs and np.isfinite(latent).all()
+
+
+def test_minified_scanvi_samples_like_the_full_model(tiny_run):
+    # Guards the SCANVI.from_scvi_model minification bug (all-zero samples after reload).
+    from scvi_hub_workflow.model_io import load_model
+
+    minified = load_model(tiny_run / "results" / "tiny-scanvi" / "minified")
+    assert minified.minified_data_type is not None
+    sample = minified.posterior_predictive_sample(n_samples=1)
+    observed = ad.read_h5ad(tiny_run / "results" / "tiny-scanvi" / "hvg.h5ad").X
+    ratio = float(sample.sum()) / float(observed.sum())
+    assert 0.5 < ratio < 2.0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_card_has_every_section_and_tag_of_the_reference_cards(tiny_run, model):
+    card = (tiny_run / "results" / model / "hub" / "README.md").read_text()
+    for section in CARD_SECTIONS:
+        assert section in card, section
+    meta = front_matter(card)
+    assert meta["library_name"] == "scvi-tools" and meta["license"] == "cc-by-4.0"
+    kinds = tag_kinds(meta["tags"])
+    assert {"biology", "genomics", "single-cell", "model_cls_name", "scvi_version"} <= kinds
+    assert {"anndata_version", "modality", "annotated"} <= kinds
+    header = "| Index | " + " | ".join(DE_COLUMNS)
+    assert header in card
+    expected_class = "SCANVI" if "scanvi" in model else "SCVI"
+    assert f"model_cls_name:{expected_class}" in meta["tags"]
+    if expected_class == "SCANVI":
+        assert "tissue:simulated" in meta["tags"] and "annotated:True" in meta["tags"]
+        assert "| latent_qzm | adata.obsm['scanvi_latent_qzm'] |" in card
+        assert "**Data is Minified**: True" in card
+
+
+@pytest.mark.skipif(not (SHARED / "reference-cards").is_dir(), reason="../shared is absent")
+def test_card_covers_the_published_reference_cards(tiny_run):
+    for reference in (SHARED / "reference-cards").glob("*.md"):
+        text = reference.read_text()
+        ours = (tiny_run / "results" / "tiny-scanvi" / "hub" / "README.md").read_text()
+        for section in CARD_SECTIONS:
+            if section in text:
+                assert section in ours
+        tags = re.findall(r"- ([a-z_]+:[^\s]+|biology|genomics|single-cell)", text.split("---")[1])
+        ours_kinds = tag_kinds(front_matter(ours)["tags"])
+        assert tag_kinds(tags) <= ours_kinds, reference.name
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_criticism_outputs(tiny_run, model):
+    criticism = tiny_run / "results" / model / "criticism"
+    cv = json.loads((criticism / "cv.json").read_text())
+    for split in ("train", "validation"):
+        assert {"mae", "pearson", "spearman", "r2", "n_cells"} <= set(cv["cell_wise"][split])
+    assert cv["cell_wise"]["train"]["n_cells"] > cv["cell_wise"]["validation"]["n_cells"] > 0
+    table = pd.read_csv(criticism / "de.tsv", sep="\t")
+    assert set(DE_COLUMNS) <= set(table.columns) and len(table) >= 2
+    de = json.loads((criticism / "de.json").read_text())
+    assert de["test"] == "wilcoxon"
+    assert de["grouping"] == ("labels" if "scanvi" in model else "clusters")
+
+
+def test_training_history_and_device_are_recorded(tiny_run):
+    history = pd.read_csv(tiny_run / "results/tiny-scanvi/training/history.tsv", sep="\t")
+    assert {"elbo_train", "elbo_validation"} <= set(history.columns)
+    summary = json.loads((tiny_run / "results/tiny-scanvi/training/summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["epochs"] == 2
+    assert "trained on device cpu" in (tiny_run / "logs/tiny-scanvi/train.log").read_text()
+
+
+def test_a_second_run_has_nothing_to_do(tiny_run):
+    result = snakemake("-n", "--cores", "1", "--configfile", str(TINY_CONFIG), workdir=tiny_run)
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_adding_a_model_runs_only_the_new_models_jobs(tiny_run, tmp_path):
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["models"]["another-tissue"] = cfg["models"]["tiny-scvi"]
+    path = tmp_path / "more.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = snakemake(
+        "-n", "--cores", "1", "--configfile", str(path), "--quiet", "rules", workdir=tiny_run
+    )
+    assert result.returncode == 0, result.stderr
+    dry = snakemake("-n", "--cores", "1", "--configfile", str(path), workdir=tiny_run)
+    jobs = re.findall(r"wildcards: model=(\S+)", dry.stdout + dry.stderr)
+    assert jobs and set(jobs) == {"another-tissue"}
+
+
+def test_non_integer_counts_stop_the_run_before_training(tmp_path):
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.full((30, 12), 0.5, dtype=np.float32)),
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(30)]),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(12)]),
+    )
+    adata.write_h5ad(tmp_path / "normalised.h5ad")
+    cfg = {
+        "models": {
+            "bad": {
+                "dataset": {"source": "normalised.h5ad"},
+                "model": {"class": "SCVI"},
+                "hvg": {"n_top_genes": None},
+            }
+        }
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake("--cores", "1", "--configfile", str(tmp_path / "cfg.yaml"), workdir=tmp_path)
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "bad" / "dataset.log").read_text()
+    assert "model 'bad', file normalised.h5ad" in log and "counts are not integers" in log
+    assert not (tmp_path / "results" / "bad" / "model").exists()
+    assert not (tmp_path / "results" / "bad" / "hvg.h5ad").exists()
