@@ -153,3 +153,9 @@ def test_config_readme_documents_every_key():
     for key in _leaf_keys(entry, schema):
         leaf = key.split(".", 1)[-1] if key.count(".") >= 1 else key
         assert f"`{leaf}`" in readme or f"`{key}`" in readme, key
+
+
+def test_settings_do_not_depend_on_key_order():
+    cfg = minimal(train={"seed": 1, "max_epochs": 3})
+    reordered = minimal(train={"max_epochs": 3, "seed": 1})
+    assert repr(model_settings(cfg, "m")) == repr(model_settings(reordered, "m"))

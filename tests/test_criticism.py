@@ -113,17 +113,37 @@ def _engine_samples(model_dir, n_samples, batch_size, seed):
     return model, np.concatenate([b for _, _, b in blocks], axis=1)
 
 
-def test_posterior_predictive_check_rule(minified_model, tmp_path):
-    settings = {"layer": None, "n_samples": 2, "batch_size": 100, "seed": 3}
-    out = tmp_path / "cv.json"
+RULE_SETTINGS = {
+    "layer": None,
+    "unlabeled_category": None,
+    "n_samples": 2,
+    "batch_size": 100,
+    "seed": 3,
+    "alpha": 0.05,
+    "top_n": 10,
+    "min_cells": 10,
+    "cluster_resolution": 0.5,
+}
+
+
+def _run_check(minified_model, tmp_path, labels_key):
+    output = {
+        "cv": str(tmp_path / "cv.json"),
+        "de_table": str(tmp_path / "de.tsv"),
+        "de_summary": str(tmp_path / "de.json"),
+    }
     _run_rule(
         "posterior_predictive_check.py",
         input={"model": str(minified_model / "minified"), "data": str(minified_model / "hvg.h5ad")},
-        output={"cv": str(out)},
-        settings=settings,
+        output=output,
+        settings=RULE_SETTINGS | {"labels_key": labels_key},
         log=tmp_path / "ppc.log",
     )
-    result = json.loads(out.read_text())
+
+
+def test_posterior_predictive_check_rule_cv(minified_model, tmp_path):
+    _run_check(minified_model, tmp_path, "cell_type")
+    result = json.loads((tmp_path / "cv.json").read_text())
     assert result["n_samples"] == 2 and result["seed"] == 3
     # the same samples through the in-memory definitions give the same figures
     model, samples = _engine_samples(minified_model / "minified", 2, 100, 3)
@@ -143,26 +163,8 @@ def test_posterior_predictive_check_rule(minified_model, tmp_path):
 
 
 @pytest.mark.parametrize("labels_key", ["cell_type", None])
-def test_de_benchmark_rule(minified_model, tmp_path, labels_key):
-    settings = {
-        "layer": None,
-        "labels_key": labels_key,
-        "unlabeled_category": None,
-        "n_samples": 2,
-        "batch_size": 128,
-        "seed": 0,
-        "alpha": 0.05,
-        "top_n": 10,
-        "min_cells": 10,
-        "cluster_resolution": 0.5,
-    }
-    _run_rule(
-        "de_benchmark.py",
-        input={"model": str(minified_model / "minified"), "data": str(minified_model / "hvg.h5ad")},
-        output={"table": str(tmp_path / "de.tsv"), "summary": str(tmp_path / "de.json")},
-        settings=settings,
-        log=tmp_path / "de.log",
-    )
+def test_posterior_predictive_check_rule_de(minified_model, tmp_path, labels_key):
+    _run_check(minified_model, tmp_path, labels_key)
     table = pd.read_csv(tmp_path / "de.tsv", sep="\t")
     assert list(table.columns) == list(metrics.DE_COLUMNS)
     assert (np.diff(table["n_cells"]) <= 0).all() and (table["n_cells"] >= 10).all()

@@ -73,27 +73,15 @@ def gpu_request(wildcards):
     return 0 if MODELS[wildcards.model]["train"]["accelerator"] == "cpu" else 1
 
 
-def ppc_settings(wildcards):
+def criticism_settings(wildcards):
     s = MODELS[wildcards.model]
-    c = s["criticism"]
+    setup, c = s["model"]["setup"], s["criticism"]
     return {
-        "layer": s["model"]["setup"]["layer"],
-        "n_samples": c["n_samples"],
-        "batch_size": c["batch_size"],
-        "seed": s["train"]["seed"],
-    }
-
-
-def de_settings(wildcards):
-    s = MODELS[wildcards.model]
-    setup = s["model"]["setup"]
-    return ppc_settings(wildcards) | {
+        "layer": setup["layer"],
         "labels_key": setup["labels_key"],
         "unlabeled_category": setup["unlabeled_category"],
-        "alpha": s["criticism"]["alpha"],
-        "top_n": s["criticism"]["top_n"],
-        "min_cells": s["criticism"]["min_cells"],
-        "cluster_resolution": s["criticism"]["cluster_resolution"],
+        "seed": s["train"]["seed"],
+        **{k: c[k] for k in sorted(c)},
     }
 
 

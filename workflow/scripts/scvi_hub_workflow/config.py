@@ -127,7 +127,15 @@ def model_settings(config: dict, name: str) -> dict:
         settings[key] = value
     settings.setdefault("description", "")
     settings["tissues"] = settings.get("tissues") or []
-    return settings
+    return _key_sorted(settings)
+
+
+def _key_sorted(value: Any) -> Any:
+    # Snakemake compares rule params by their text: sorting keys means that reordering keys
+    # in a config file does not re-run (and retrain) anything.
+    if isinstance(value, dict):
+        return {k: _key_sorted(value[k]) for k in sorted(value)}
+    return value
 
 
 def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
