@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -308,8 +309,8 @@ TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny.yaml"
 @pytest.mark.skipif(
     not TINY_CONFIG.exists(), reason="the workflow chain's tiny config is not there"
 )
-def test_workflow_publishes_with_snakemake(hub, tmp_path):
-    """The whole chain with publishing enabled for every model, then a Snakemake re-run."""
+def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
+    """Publishing enabled on a finished tiny run: only the publish jobs run, one commit each."""
     import yaml
 
     config = yaml.safe_load(TINY_CONFIG.read_text())
@@ -321,6 +322,7 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path):
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)  # with .snakemake/: nothing else re-runs
     env = hub_env(hub, tmp_path / "hf-home", "xet")
     command = [
         str(Path(sys.executable).with_name("snakemake")),
@@ -336,6 +338,8 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path):
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = set(re.findall(r"rule (\w+):", done.stdout + done.stderr))
+    assert ran == {"publish"}, ran
     for name in names:
         receipt = json.loads((workdir / "results" / name / "publish.json").read_text())
         assert receipt["published"] and receipt["verification"]["passed"]

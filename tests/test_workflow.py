@@ -186,3 +186,15 @@ def test_non_integer_counts_stop_the_run_before_training(tmp_path):
     assert "model 'bad', file normalised.h5ad" in log and "counts are not integers" in log
     assert not (tmp_path / "results" / "bad" / "model").exists()
     assert not (tmp_path / "results" / "bad" / "hvg.h5ad").exists()
+
+
+def test_report_bundles_the_results(tiny_run):
+    result = snakemake(
+        "--cores", "1", "--configfile", str(TINY_CONFIG), "--report", "report.zip", workdir=tiny_run
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(tiny_run / "report.zip").namelist()
+    assert any(name.endswith("README.md") for name in names)
+    assert any(name.endswith("de.tsv") for name in names)

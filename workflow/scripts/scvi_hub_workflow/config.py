@@ -34,21 +34,14 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "(top level)"
-
-
 def _describe(error: jsonschema.ValidationError) -> str:
     """One line per schema violation, naming the key in the user's terms."""
-    where = _key_path(error)
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key {', '.join(repr(e) for e in extra)}{hint}"
-    if error.validator == "required":
-        return f"{where}: {error.message}"
     return f"{where}: {error.message}"
 
 

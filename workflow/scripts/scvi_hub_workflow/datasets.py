@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .rule_io import atomic_path
+from .rule_io import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,6 @@ def write_builtin(name: str, path: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------------- downloads
-
-
-def sha256_of(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(

@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .hub import HUB_FILES  # noqa: F401  (the files a hub folder holds; re-exported for tests)
+from .rule_io import sha256_of
+
 log = logging.getLogger("scvi_hub_workflow.publish")
 
 # The Hub refuses files above 50 GB (https://huggingface.co/docs/hub/storage-limits).
 HUB_MAX_FILE_BYTES = 50 * 1000**3
-# The four files the `hub` rule writes; scvi-tools' HubModel needs all but adata.h5ad.
-HUB_FILES = ("model.pt", "adata.h5ad", "_scvi_required_metadata.json", "README.md")
 LATENT_TOLERANCE = 1e-4
 
 
@@ -87,14 +88,6 @@ def redact(text: str, token: str | None) -> str:
 
 
 # --- manifest ------------------------------------------------------------------------------
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_blob_sha1_of(path: Path) -> str:
