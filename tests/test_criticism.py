@@ -2,13 +2,14 @@
 
 import json
 import runpy
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import sparse
+from scipy import sparse, stats
 from scvi_hub_workflow import criticism, metrics
 from scvi_hub_workflow.wilcoxon import wilcoxon_one_vs_rest
 
@@ -29,7 +30,9 @@ def _arrays(n_cells=230, n_genes=40, n_samples=2, seed=0):
 def _feed(accumulator, observed, samples, block=64):
     for start in range(0, len(observed), block):
         stop = min(start + block, len(observed))
-        accumulator.add(start, stop, observed[start:stop], samples[:, start:stop])
+        sources = [criticism.Nonzeros.from_dense(observed[start:stop])]
+        sources += [criticism.Nonzeros.from_dense(s[start:stop]) for s in samples]
+        accumulator.add(start, stop, accumulator.contribution(start, stop, sources))
 
 
 def test_streamed_cv_equals_in_memory_definition():
@@ -66,8 +69,11 @@ def test_split_without_cells_gives_null_metrics():
 def test_streamed_de_equals_in_memory_wilcoxon(tmp_path):
     observed, samples, _ = _arrays(n_cells=300, n_genes=50)
     groups = np.random.default_rng(2).integers(-1, 3, len(observed))  # -1: not tested
-    # a tiny memory budget forces many gene chunks in the disk store
-    de = criticism.DifferentialExpression(groups, 3, len(samples), 50, tmp_path, 48 * 2000)
+    # a tiny memory budget forces many gene chunks in the disk store, ranked in two threads
+    nonzeros = (observed > 0).sum(axis=0)
+    de = criticism.DifferentialExpression(
+        groups, 3, len(samples), nonzeros, tmp_path, 48 * 2000, n_workers=2
+    )
     _feed(de, observed, samples)
     results = de.results()
     assert len(de.chunks) > 3 and not list(tmp_path.iterdir())  # store cleaned up
@@ -100,6 +106,7 @@ def _run_rule(script, *, input, output, settings, log):
         input=_Files(**input),
         output=_Files(**output),
         params=SimpleNamespace(settings=settings),
+        threads=2,
         log=[str(log)],
     )
     runpy.run_path(str(SCRIPTS / script), init_globals={"snakemake": snakemake})
@@ -107,10 +114,14 @@ def _run_rule(script, *, input, output, settings, log):
 
 def _engine_samples(model_dir, n_samples, batch_size, seed):
     model = criticism.load_minified_model(model_dir)
-    blocks = criticism.posterior_predictive_blocks(
+    blocks = criticism.likelihood_blocks(
         model, n_samples=n_samples, batch_size=batch_size, seed=seed
     )
-    return model, np.concatenate([b for _, _, b in blocks], axis=1)
+    drawn = [
+        np.stack(list(criticism.draw_counts(likelihood, criticism.sample_rng(seed, start))))
+        for start, _, likelihood in blocks
+    ]
+    return model, np.concatenate(drawn, axis=1)
 
 
 RULE_SETTINGS = {
@@ -179,44 +190,115 @@ def test_posterior_predictive_check_rule_de(minified_model, tmp_path, labels_key
         assert ((table["gene_f1"] >= 0) & (table["gene_f1"] <= 1)).all()
 
 
-def test_counts_from_a_layer(minified_model_with_layer, tmp_path):
+def _labels(model):
+    return criticism.resolve_groups(
+        model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
+    )
+
+
+def test_counts_from_a_layer(minified_model_with_layer):
     model = criticism.load_minified_model(minified_model_with_layer / "minified")
     data = minified_model_with_layer / "hvg.h5ad"
     with criticism.ObservedCounts(data, "counts") as observed:
-        assert observed.dense_rows(0, 200).sum() > 0
+        assert observed.nonzeros(0, 200).values.sum() > 0
     with criticism.ObservedCounts(data) as observed:
-        assert observed.dense_rows(0, 200).sum() == 0  # X is empty in this file
-    result = criticism.coefficient_of_variation_check(
-        model, data, layer="counts", n_samples=1, batch_size=64, seed=0
+        assert observed.nonzeros(0, 200).values.size == 0  # X is empty in this file
+    cv, table, _ = criticism.criticise(
+        model, data, _labels(model), **SETTINGS, alpha=0.05, top_n=5, layer="counts"
     )
-    assert result["cell_wise"]["train"]["n_cells"] > 0
-    assert np.isfinite(result["cell_wise"]["train"]["mae"])
+    assert cv["cell_wise"]["train"]["n_cells"] > 0
+    assert np.isfinite(cv["cell_wise"]["train"]["mae"])
+    assert np.isfinite(table["lfc_pearson"]).all()
+
+
+SETTINGS = {"n_samples": 2, "batch_size": 64, "seed": 0}
 
 
 def test_mismatched_counts_are_refused(minified_model, minified_model_with_layer):
     model = criticism.load_minified_model(minified_model / "minified")
     with pytest.raises(ValueError, match="do not match"):
-        criticism.coefficient_of_variation_check(
+        criticism.criticise(
             model,
             minified_model_with_layer / "hvg.h5ad",
+            _labels(model),
+            **SETTINGS,
+            alpha=0.05,
+            top_n=5,
             layer="counts",
-            n_samples=1,
-            batch_size=64,
-            seed=0,
         )
 
 
-def test_single_pass_equals_the_two_checks(minified_model):
+def test_results_do_not_depend_on_threads_or_store_chunks(minified_model):
     model = criticism.load_minified_model(minified_model / "minified")
     data = minified_model / "hvg.h5ad"
-    grouping = criticism.resolve_groups(
-        model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
+    settings = SETTINGS | {"layer": None, "alpha": 0.1, "top_n": 5}
+    one = criticism.criticise(model, data, _labels(model), **settings, n_workers=1)
+    # two threads, and a budget small enough for many gene chunks per source
+    two = criticism.criticise(
+        model, data, _labels(model), **settings, n_workers=2, memory_budget_bytes=48 * 3000
     )
-    settings = {"layer": None, "n_samples": 2, "batch_size": 90, "seed": 5}
-    cv, table, summary = criticism.criticise(model, data, grouping, **settings, alpha=0.1, top_n=5)
-    assert cv == criticism.coefficient_of_variation_check(model, data, **settings)
-    separate, _ = criticism.differential_expression_check(
-        model, data, grouping, **settings, alpha=0.1, top_n=5
+    assert one[0] == two[0] and one[2] == two[2]
+    pd.testing.assert_frame_equal(one[1], two[1])
+    other_seed = criticism.criticise(model, data, _labels(model), **settings | {"seed": 1})
+    assert other_seed[0] != one[0]
+
+
+@pytest.mark.parametrize(
+    ("mean", "theta"), [(0.05, 5.0), (0.3, 0.3), (1.0, 1.0), (3.9, 0.5), (12.0, 2.0), (60.0, 0.3)]
+)
+def test_negative_binomial_sampler_has_the_nb_distribution(mean, theta):
+    # both regimes: inversion (mean <= 4) and gamma-Poisson (larger means)
+    n = 200_000
+    rng = np.random.default_rng(0)
+    counts = criticism.negative_binomial(
+        np.full((400, n // 400), mean, np.float32), np.full((400, n // 400), theta, np.float32), rng
     )
-    pd.testing.assert_frame_equal(table, separate)
-    assert summary["groups_key"] == "cell_type"
+    assert counts.shape == (400, n // 400) and counts.dtype == np.float32
+    k = np.arange(6)
+    expected = stats.nbinom.pmf(k, theta, theta / (theta + mean))
+    observed = np.array([(counts == i).mean() for i in k])
+    # within 5 standard errors of the exact probabilities
+    assert np.all(np.abs(observed - expected) <= 5 * np.sqrt(expected * (1 - expected) / n) + 1e-9)
+    assert counts.mean() == pytest.approx(mean, rel=0.05)
+
+
+def test_zero_inflation_and_poisson_in_draw_counts():
+    shape = (2, 300, 500)
+    mean = np.full(shape, 2.0, np.float32)
+    zinb = criticism.CountLikelihood("zinb", mean, np.float32(1.5), np.full(shape, 0.4, np.float32))
+    zinb_counts = np.stack(list(criticism.draw_counts(zinb, np.random.default_rng(0))))
+    p_zero = 0.4 + 0.6 * stats.nbinom.pmf(0, 1.5, 1.5 / 3.5)
+    assert (zinb_counts == 0).mean() == pytest.approx(p_zero, abs=0.005)
+    assert zinb_counts.mean() == pytest.approx(0.6 * 2.0, rel=0.02)
+    poisson = criticism.CountLikelihood("poisson", mean)
+    poisson_counts = np.stack(list(criticism.draw_counts(poisson, np.random.default_rng(0))))
+    assert (poisson_counts == 0).mean() == pytest.approx(np.exp(-2.0), abs=0.005)
+    assert poisson_counts.var() == pytest.approx(2.0, rel=0.03)
+
+
+def test_nonzeros_per_gene_reads_csr_and_dense(tmp_path):
+    import anndata
+
+    counts = np.random.default_rng(0).poisson(0.5, (70, 9)).astype(np.float32)
+    for name, x in [("csr", sparse.csr_matrix(counts)), ("dense", counts)]:
+        path = tmp_path / f"{name}.h5ad"
+        anndata.AnnData(x).write_h5ad(path)
+        with criticism.ObservedCounts(path) as observed:
+            per_gene = observed.nonzeros_per_gene(rows_per_read=8)
+            rows = observed.nonzeros(10, 30)
+        np.testing.assert_array_equal(per_gene, (counts > 0).sum(axis=0))
+        np.testing.assert_array_equal(rows.totals, counts[10:30].sum(axis=1))
+        assert rows.values.sum() == counts[10:30].sum()
+
+
+def test_clusters_without_pynndescent_are_seeded(monkeypatch):
+    # three well-separated blobs; pynndescent (numba JIT) must not be needed
+    monkeypatch.setitem(sys.modules, "pynndescent", None)
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], 120)
+    latent = rng.normal(0, 0.3, (360, 5)) + 10 * np.eye(5)[truth]
+    grouping = criticism.cluster_groups(latent, resolution=0.3, min_cells=10, seed=0)
+    assert grouping.grouping == "clusters" and len(grouping.names) == 3
+    assert len(set(zip(truth, grouping.codes, strict=True))) == 3  # one cluster per blob
+    again = criticism.cluster_groups(latent, resolution=0.3, min_cells=10, seed=0)
+    np.testing.assert_array_equal(grouping.codes, again.codes)

@@ -44,21 +44,18 @@ def test_samples_equal_to_observed_score_perfectly():
     counts, groups = _counts_with_markers()
     observed = _de(counts, groups)
     rows = _group_rows(observed, [observed, observed])
-    for k, row in enumerate(rows):
+    for row in rows:
         assert row["gene_f1"] == 1
         assert row["lfc_mae"] == 0
         assert row["lfc_pearson"] == pytest.approx(1) and row["lfc_spearman"] == pytest.approx(1)
         assert row["n_true_up"] > 0 and row["n_true_two_sided"] > row["n_true_up"]
-        for auc in ("roc_auc_two_sided", "pr_auc_two_sided"):
-            assert row[auc] == pytest.approx(1), auc
-        if not _sign_disagrees(observed, k).any():
-            assert row["roc_auc"] == pytest.approx(1) and row["pr_auc"] == pytest.approx(1)
-        else:
-            # Known limit of "up = adjusted p < alpha and lfc > 0" ranked by the signed score:
-            # a significant gene with a positive lfc (means of expm1) but a negative rank score
-            # cannot be ranked on top even by perfect samples.
-            assert row["roc_auc"] < 1
-    assert sum(not _sign_disagrees(observed, k).any() for k in range(4)) >= 3
+        # exactly 1: up-regulated truth follows the sign of the score it is ranked by
+        assert row["roc_auc"] == 1 and row["pr_auc"] == 1
+        assert row["roc_auc_two_sided"] == 1
+        # average precision sums many precision steps: 1 up to float rounding
+        assert row["pr_auc_two_sided"] == pytest.approx(1, abs=1e-12)
+    # the case that truth by fold-change sign got wrong (AUC < 1) is present in this data
+    assert any(_sign_disagrees(observed, k).any() for k in range(4))
     cv = metrics.cell_wise_cv(counts)
     assert metrics.compare_cv(cv, cv) == pytest.approx(
         {"mae": 0, "pearson": 1, "spearman": 1, "r2": 1}
@@ -117,12 +114,32 @@ def test_auc_is_nan_without_positives_and_n_true_says_why():
     assert row["gene_f1"] == 1
 
 
-def test_up_regulated_truth_needs_significance_and_positive_lfc():
+def test_up_regulated_truth_needs_significance_and_positive_score():
     up, any_direction = metrics.marker_truth(
         np.array([0.01, 0.01, 0.5]), np.array([1.0, -1.0, 2.0]), alpha=0.05
     )
     assert up.tolist() == [True, False, False]
     assert any_direction.tolist() == [True, True, False]
+    # the fold change does not decide the direction: a positive score with a negative lfc is up
+    observed = {
+        "scores": np.array([5.0, -5.0, 0.1]),
+        "logfoldchanges": np.array([-0.2, 0.3, 0.0]),
+        "pvals_adj": np.array([0.001, 0.001, 0.9]),
+    }
+    row = metrics.group_de_metrics(observed, [observed], alpha=0.05, top_n=1)
+    assert row["n_true_up"] == 1 and row["roc_auc"] == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_aucs_equal_sklearn_with_ties(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    truth = rng.random(300) < 0.2
+    predictor = np.round(rng.normal(size=300) + truth, 1)  # rounding makes ties
+    roc, pr = metrics.auc_pair(truth, predictor)
+    assert roc == pytest.approx(roc_auc_score(truth, predictor), rel=1e-12)
+    assert pr == pytest.approx(average_precision_score(truth, predictor), rel=1e-12)
 
 
 def test_log_normalise_equals_scanpy():

@@ -126,7 +126,7 @@ def slurm_run(cluster, tmp_path_factory):
         "--verbose",
         "--slurm-keep-successful-logs",
         # No slurmdbd here, so sacct always fails and the plugin would wait forever; squeue sees
-        # finished jobs for MinJobAge (300 s) seconds.
+        # finished jobs for MinJobAge (3600) seconds.
         "--slurm-status-command",
         "squeue",
         "--slurm-init-seconds-before-status-checks",

@@ -28,6 +28,8 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         seed=settings["seed"],
         alpha=settings["alpha"],
         top_n=settings["top_n"],
+        # the rule's threads: sampling and bookkeeping of minibatches run in parallel threads
+        n_workers=snakemake.threads,  # noqa: F821
     )
     write_json(snakemake.output.cv, cv)  # noqa: F821
     with atomic_path(snakemake.output.de_table) as tmp:  # noqa: F821
