@@ -40,6 +40,7 @@ CONDA_TO_PIP = {
     "scikit-misc": "scikit-misc",
     "python-igraph": "igraph",
     "huggingface_hub": "huggingface-hub",
+    "hf-xet": "hf-xet",
     "pyyaml": "pyyaml",
     "jsonschema": "jsonschema",
 }
@@ -61,6 +62,7 @@ PROVIDES = {
     "python-igraph": {"igraph"},
     "scikit-misc": {"skmisc", "numpy"},
     "huggingface_hub": {"huggingface_hub", "httpx2", "yaml", "tqdm", "filelock", "fsspec"},
+    "hf-xet": {"hf_xet"},
     "pyyaml": {"yaml"},
     "jsonschema": {"jsonschema"},
 }
