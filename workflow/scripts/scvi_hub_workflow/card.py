@@ -123,21 +123,18 @@ def front_matter(inputs: CardInputs) -> dict:
     return {"library_name": "scvi-tools", "license": s["card"]["license"], "tags": tags}
 
 
-def _cv_table(cv: dict, splits: list[tuple[str, str]]) -> str:
+def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -> str:
+    """A metric x split table; `count` names the row of cells (or genes) each value covers."""
+    rows = [*CV_ROWS, count]
     header = "| Metric | " + " | ".join(label for _, label in splits) + " |"
     rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
-    rows = [
+    lines = [
         f"| {name} | "
         + " | ".join(_fmt((cv.get(split) or {}).get(key)) for split, _ in splits)
         + " |"
-        for key, name in CV_ROWS
+        for key, name in rows
     ]
-    counts = [
-        "| Cells | "
-        + " | ".join(_fmt((cv.get(split) or {}).get("n_cells")) for split, _ in splits)
-        + " |"
-    ]
-    return "\n".join([header, rule, *rows, *counts])
+    return "\n".join([header, rule, *lines])
 
 
 def _de_table(de: dict) -> str:
@@ -157,7 +154,9 @@ def render_card(inputs: CardInputs) -> str:
     text = MODEL_TEXT[saved.model_class]
     version = inputs.versions["scvi"]
     de_groups = (
-        "cell-type" if de.get("grouping") == "labels" else "cluster (Leiden, on the latent space)"
+        "cell types"
+        if de.get("grouping") == "labels"
+        else "clusters (Leiden clustering of the latent space; the data have no labels)"
     )
     registry_rows = "\n".join(
         f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
@@ -192,7 +191,9 @@ def render_card(inputs: CardInputs) -> str:
         "own split.",
         "**Cell-wise Coefficient of Variation**:",
         _cv_table(
-            cv["cell_wise"], [("train", "Training Value"), ("validation", "Validation Value")]
+            cv["cell_wise"],
+            [("train", "Training Value"), ("validation", "Validation Value")],
+            ("n_cells", "Cells"),
         ),
         "The gene-wise coefficient of variation summarizes how well variation between different "
         "genes is preserved by the generated model expression. This value is usually quite high.",
@@ -200,10 +201,11 @@ def render_card(inputs: CardInputs) -> str:
         _cv_table(
             cv["gene_wise"],
             [("train", "Training Value"), ("validation", "Validation Value"), ("all", "All Cells")],
+            ("n_genes", "Genes"),
         ),
         "Differential expression metric",
         "The differential expression metric provides a summary of the differential expression "
-        f"analysis between {de_groups}s. Both the observed counts and the model's samples are "
+        f"analysis between {de_groups}. Both the observed counts and the model's samples are "
         f"normalised the same way ({de.get('normalisation')}) and tested one group versus the rest "
         "with the Wilcoxon rank-sum test. gene_f1 is the overlap of the top "
         f"{de.get('top_n')} up-regulated genes; lfc_* compare log2 fold changes over all genes; "

@@ -6,6 +6,10 @@ kept: per-cell and per-gene sums and sums of squares (coefficient of variation),
 log expression (fold changes), and the non-zeros of the log-normalised data in a disk-backed,
 gene-chunked store (Wilcoxon ranks need all cells of a gene). Observed counts are read from the
 ``.h5ad`` in the same cell chunks, so memory stays flat in the number of cells.
+
+Time goes to drawing counts, so only the decoder runs in torch; counts are drawn by exact numpy
+samplers in worker threads (one generator per minibatch), and all bookkeeping runs over the
+non-zero entries.
 """
 
 from __future__ import annotations
@@ -418,17 +422,10 @@ class DifferentialExpression:
         )
         self.chunk_start = np.array([g0 for g0, _ in self.chunks], dtype=np.intp)
         self.group_value_sums = np.zeros((self.n_sources, n_groups + 1, self.n_genes))
-        # kept open for the whole stream (appended per minibatch), closed in results()
-        self._files = [
-            [self._open(s, c) for c in range(len(self.chunks))] for s in range(self.n_sources)
-        ]
         log.info("DE store: %d gene chunks in %s", len(self.chunks), self.tmp_dir)
 
     def _path(self, source: int, chunk: int) -> Path:
         return self.tmp_dir / f"source{source}_chunk{chunk}.u64"
-
-    def _open(self, source: int, chunk: int):
-        return open(self._path(source, chunk), "wb")  # noqa: SIM115
 
     def contribution(self, start: int, stop: int, sources: Sequence[Nonzeros]):
         codes = self.codes[start:stop]
@@ -453,14 +450,13 @@ class DifferentialExpression:
     def add(self, start: int, stop: int, contribution) -> None:
         for source, (sums, chunk_keys) in enumerate(contribution):
             self.group_value_sums[source] += sums
-            for handle, keys in zip(self._files[source], chunk_keys, strict=True):
-                keys.tofile(handle)
+            # opened per append: chunks grow with the cells, open files would hit the OS limit
+            for c, keys in enumerate(chunk_keys):
+                with open(self._path(source, c), "ab") as handle:
+                    keys.tofile(handle)
 
     def results(self) -> list[DEResult]:
         """DE results, observed first then one per sample."""
-        for files in self._files:
-            for handle in files:
-                handle.close()
         tasks = [(s, c) for s in range(self.n_sources) for c in range(len(self.chunks))]
         rank_sums = np.empty((self.n_sources, self.n_groups + 1, self.n_genes))
         # numpy's sort releases the GIL: chunks rank in parallel threads
@@ -477,8 +473,8 @@ class DifferentialExpression:
         source, c = task
         g0, g1 = self.chunks[c]
         path = self._path(source, c)
-        keys = np.fromfile(path, dtype=np.uint64)
-        path.unlink()
+        keys = np.fromfile(path, dtype=np.uint64) if path.exists() else np.empty(0, np.uint64)
+        path.unlink(missing_ok=True)
         return rank_sums_from_keys(keys, self.group_sizes, g1 - g0)
 
 

@@ -1,0 +1,110 @@
+"""The model card renderer, on hand-made inputs (no model needed)."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
+from scvi_hub_workflow.config import model_settings
+
+
+def inputs(labels_key=None, tissues=()) -> CardInputs:
+    cfg = {
+        "models": {
+            "m": {
+                "description": "A test model.",
+                "tissues": list(tissues),
+                "dataset": {"source": "builtin:synthetic-iid"},
+                "model": {"class": "SCVI", "setup": {"labels_key": labels_key}},
+                "card": {"training_code_url": "https://example.org/code"},
+            }
+        }
+    }
+    saved = SavedModel(
+        model_class="SCVI",
+        init_params={"n_hidden": 128, "n_latent": 10},
+        setup_args={"layer": None, "batch_key": None},
+        data_registry={
+            "X": {"attr_name": "X", "attr_key": None},
+            "batch": {"attr_name": "obs", "attr_key": "_scvi_batch"},
+        },
+        summary_stats={"n_cells": 400, "n_vars": 100},
+        minified=True,
+    )
+    split = {"mae": 0.5, "pearson": 0.9, "spearman": 0.8, "r2": float("nan"), "n_cells": 360}
+    gene = {"mae": 0.1, "pearson": 0.95, "spearman": 0.9, "r2": 0.7, "n_genes": 100}
+    row = {
+        "group": "B cell",
+        "n_cells": 50,
+        "gene_f1": 0.8,
+        "lfc_mae": 0.3,
+        "lfc_pearson": 0.9,
+        "lfc_spearman": 0.85,
+        "roc_auc": None,
+        "pr_auc": None,
+        "n_true_up": 0,
+        "roc_auc_two_sided": 0.9,
+        "pr_auc_two_sided": 0.7,
+        "n_true_two_sided": 12,
+    }
+    return CardInputs(
+        settings=model_settings(cfg, "m"),
+        saved=saved,
+        cv={
+            "n_samples": 3,
+            "seed": 0,
+            "cell_wise": {"train": split, "validation": split},
+            "gene_wise": {"train": gene, "validation": gene, "all": gene},
+        },
+        de={
+            "grouping": "labels" if labels_key else "clusters",
+            "alpha": 0.05,
+            "top_n": 10,
+            "normalisation": "normalize_total(1e4) + log1p",
+            "groups": [row],
+        },
+        training={"epochs": 7, "device": "cpu", "accelerator": "cpu"},
+        versions={"scvi": "1.4.2", "anndata": "0.12.19"},
+    )
+
+
+def front_matter(card: str) -> dict:
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_front_matter_and_tags():
+    card = render_card(inputs(labels_key="cell_type", tissues=["lung", "heart"]))
+    meta = front_matter(card)
+    assert meta["library_name"] == "scvi-tools" and meta["license"] == "cc-by-4.0"
+    assert meta["tags"][:4] == ["biology", "genomics", "single-cell", "model_cls_name:SCVI"]
+    assert {"scvi_version:1.4.2", "anndata_version:0.12.19", "modality:rna"} <= set(meta["tags"])
+    assert {"tissue:lung", "tissue:heart", "annotated:True"} <= set(meta["tags"])
+    assert "annotated:False" in front_matter(render_card(inputs()))["tags"]
+
+
+def test_metrics_tables_mark_missing_values():
+    card = render_card(inputs(labels_key="cell_type"))
+    assert "| R² (R-Squared) | n/a | n/a |" in card  # NaN never prints as a number
+    assert "| Cells | 360 | 360 |" in card and "| Genes | 100 | 100 | 100 |" in card
+    assert "| B cell | 0.80 | 0.30 | 0.90 | 0.85 | n/a | n/a | 50 | 0 | 0.90 | 0.70 | 12 |" in card
+    assert "between cell types. Both" in card and "Wilcoxon rank-sum" in card
+    assert "between clusters (Leiden clustering of the latent space" in render_card(inputs())
+
+
+def test_properties_and_training_sections():
+    card = render_card(inputs())
+    assert json.dumps({"n_hidden": 128, "n_latent": 10}, indent=2) in card
+    assert "| batch | adata.obs['_scvi_batch'] |" in card and "| X | adata.X |" in card
+    assert "- **Data is Minified**: True" in card
+    assert "| n_cells | 400 |" in card
+    assert "**Training data url**: Not provided by uploader" in card
+    assert "**Training Code URL**: https://example.org/code" in card
+    assert card.rstrip().endswith("To be added...")
+
+
+def test_metadata_is_what_hub_metadata_reads():
+    from scvi.hub import HubMetadata
+
+    meta = metadata("SCANVI", {"scvi": "1.4.2", "anndata": "0.12.19"}, None)
+    assert HubMetadata(**meta).model_cls_name == "SCANVI"
