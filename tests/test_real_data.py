@@ -25,5 +25,6 @@ def test_scanvi_on_cellbench(tmp_path):
     assert len(de) == 5  # the five cell lines
     # Cell lines differ strongly: a trained model recovers their markers far above chance.
     assert de["roc_auc"].mean() > 0.7
+    # ...and its samples keep the ranking of genes by variability (chance would be ~0).
     cv = json.loads((results / "criticism" / "cv.json").read_text())
-    assert cv["gene_wise"]["all"]["pearson"] > 0.5
+    assert cv["gene_wise"]["all"]["spearman"] > 0.3
