@@ -41,6 +41,7 @@ CONDA_TO_PIP = {
     "python-igraph": "igraph",
     "huggingface_hub": "huggingface-hub",
     "hf-xet": "hf-xet",
+    "scikit-learn": "scikit-learn",
     "pyyaml": "pyyaml",
     "jsonschema": "jsonschema",
 }
@@ -63,6 +64,7 @@ PROVIDES = {
     "scikit-misc": {"skmisc", "numpy"},
     "huggingface_hub": {"huggingface_hub", "httpx2", "yaml", "tqdm", "filelock", "fsspec"},
     "hf-xet": {"hf_xet"},
+    "scikit-learn": {"sklearn", "numpy", "scipy"},
     "pyyaml": {"yaml"},
     "jsonschema": {"jsonschema"},
 }
