@@ -25,6 +25,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+from scvi_hub_workflow import training
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = ["400x100", "5000x2000", "10000x2000", "27000x3000", "200000x3000"]
@@ -76,7 +77,6 @@ def prepare(size: str) -> Path:
     out = RESULTS / size
     if (out / "minified" / "model.pt").exists() and (out / "hvg.h5ad").exists():
         return out
-    import pandas as pd
     import scvi
 
     n_cells, n_genes = (int(n) for n in size.split("x"))
@@ -89,13 +89,9 @@ def prepare(size: str) -> Path:
     # A few epochs: the benchmark measures criticism, not model quality.
     epochs = 20 if n_cells <= 10000 else 2 if n_cells <= 50000 else 1
     model.train(max_epochs=epochs, batch_size=512, train_size=0.9, enable_progress_bar=False)
-    split = np.full(adata.n_obs, "test", dtype=object)
-    split[model.train_indices] = "train"
-    split[model.validation_indices] = "validation"
-    adata.obs["split"] = pd.Categorical(split)
-    qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
-    adata.obsm["scvi_latent_qzm"], adata.obsm["scvi_latent_qzv"] = qzm, qzv
-    model.minify_adata(use_latent_qzm_key="scvi_latent_qzm", use_latent_qzv_key="scvi_latent_qzv")
+    # The workflow's own steps: record the split, then minify (train and minify rules).
+    training.record_split(model, adata)
+    training.minify(model)
     model.save(out / "minified", save_anndata=True, overwrite=True)
     return out
 

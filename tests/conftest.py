@@ -38,6 +38,22 @@ def snakemake(*args: str, workdir: Path, env: dict | None = None, timeout: int =
 
 
 @pytest.fixture(scope="session")
+def workflow_rules():
+    """The workflow's rules as Snakemake parses them (with the tiny config), through its API."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[TINY_CONFIG]),
+            snakefile=ROOT / "Snakefile",
+        )
+        return list(wf._workflow.rules)
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """The tiny config (both default model kinds, a few epochs) run to the end, once."""
     workdir = tmp_path_factory.mktemp("tiny-run")

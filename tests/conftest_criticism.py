@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import sparse
+from scvi_hub_workflow import training
 
 
 def simulate_counts(n_cells=360, n_genes=80, n_labels=4, n_batches=2, seed=0) -> anndata.AnnData:
@@ -50,13 +51,9 @@ def build_minified_model(adata: anndata.AnnData, out: Path, *, layer=None, max_e
     scvi.model.SCVI.setup_anndata(adata, layer=layer, batch_key="batch", labels_key="cell_type")
     model = scvi.model.SCVI(adata, n_latent=5, n_hidden=32)
     model.train(max_epochs=max_epochs, train_size=0.8, enable_progress_bar=False)
-    split = np.full(adata.n_obs, "test", dtype=object)
-    split[model.train_indices] = "train"
-    split[model.validation_indices] = "validation"
-    adata.obs["split"] = pd.Categorical(split)
-    qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
-    adata.obsm["scvi_latent_qzm"], adata.obsm["scvi_latent_qzv"] = qzm, qzv
-    model.minify_adata(use_latent_qzm_key="scvi_latent_qzm", use_latent_qzv_key="scvi_latent_qzv")
+    # The workflow's own steps: record the split, then minify (train and minify rules).
+    training.record_split(model, adata)
+    training.minify(model)
     model.save(out / "minified", save_anndata=True, overwrite=True)
     return out
 

@@ -21,9 +21,6 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from snakemake.api import SnakemakeApi
-from snakemake.settings.enums import Quietness
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = ROOT / "envs"
@@ -102,22 +99,15 @@ def conda_pins(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def rules():
+def rules(workflow_rules):
     """(name, conda env path or None, script path or None) for every rule in the workflow."""
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[ROOT / "tests" / "configs" / "tiny.yaml"]),
-            snakefile=ROOT / "Snakefile",
-        )
-        found = []
-        for rule in wf._workflow.rules:
-            base = Path(rule.basedir)
-            env = (base / rule.conda_env).resolve() if isinstance(rule.conda_env, str) else None
-            script = (base / rule.script).resolve() if rule.script else None
-            acts = not rule.norun
-            found.append((rule.name, env, script, acts, rule.conda_env))
-        return found
+    found = []
+    for rule in workflow_rules:
+        base = Path(rule.basedir)
+        env = (base / rule.conda_env).resolve() if isinstance(rule.conda_env, str) else None
+        script = (base / rule.script).resolve() if rule.script else None
+        found.append((rule.name, env, script, not rule.norun, rule.conda_env))
+    return found
 
 
 def test_env_files_exist():

@@ -12,10 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from snakemake.api import SnakemakeApi
 from snakemake.resources import Resource
-from snakemake.settings.enums import Quietness
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
@@ -23,14 +20,8 @@ SLURM = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text()
 
 
 @pytest.fixture(scope="module")
-def rule_names():
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[ROOT / "tests" / "configs" / "tiny.yaml"]),
-            snakefile=ROOT / "Snakefile",
-        )
-        return {rule.name for rule in wf._workflow.rules}
+def rule_names(workflow_rules):
+    return {rule.name for rule in workflow_rules}
 
 
 def evaluate(expression, size_mb: float, attempt: int):

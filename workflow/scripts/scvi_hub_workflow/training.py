@@ -138,10 +138,7 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
     device = str(model.device)
     log.info("trained on device %s", device)
 
-    split = np.full(adata.n_obs, "test", dtype=object)
-    split[np.asarray(model.train_indices)] = "train"
-    split[np.asarray(model.validation_indices)] = "validation"
-    adata.obs[SPLIT_COLUMN] = pd.Categorical(split, categories=["train", "validation", "test"])
+    split = record_split(model, adata)
 
     epochs = int(len(model.history.get("elbo_train", [])))
     summary = {
@@ -160,20 +157,23 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
     return model, history_table(history), summary
 
 
+def record_split(model, adata: ad.AnnData) -> np.ndarray:
+    """Write the model's own train/validation/test split to `adata.obs["split"]`."""
+    split = np.full(adata.n_obs, "test", dtype=object)
+    split[np.asarray(model.train_indices)] = "train"
+    split[np.asarray(model.validation_indices)] = "validation"
+    adata.obs[SPLIT_COLUMN] = pd.Categorical(split, categories=["train", "validation", "test"])
+    return split
+
+
 def latent_keys(model_class: str) -> tuple[str, str]:
     """obsm keys of the latent posterior, named as on the scvi-hub cards."""
     prefix = model_class.lower()
     return f"{prefix}_latent_qzm", f"{prefix}_latent_qzv"
 
 
-def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
-    """Store the latent posterior (qzm, qzv) and save the model with a minified AnnData."""
-    import scvi
-
-    from .model_io import load_model
-    from .rule_io import atomic_dir
-
-    model = load_model(model_dir)
+def minify(model) -> tuple[str, str]:
+    """Store the latent posterior (qzm, qzv) in the model's AnnData and minify it in place."""
     qzm_key, qzv_key = latent_keys(type(model).__name__)
     qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
     model.adata.obsm[qzm_key] = qzm
@@ -185,9 +185,20 @@ def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
     setup_args = model.adata_manager._registry["setup_args"]
     if "use_minified" in setup_args:
         setup_args["use_minified"] = True
+    return qzm_key, qzv_key
+
+
+def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
+    """Load a trained model, minify it, and save it with its minified AnnData."""
+    import scvi
+
+    from .model_io import load_model
+    from .rule_io import atomic_dir
+
+    model = load_model(model_dir)
+    keys = minify(model)
     with atomic_dir(out_dir) as tmp:
         model.save(str(tmp), overwrite=True, save_anndata=True)
-        reloaded = load_model(tmp)
-        if reloaded.minified_data_type is None:
+        if load_model(tmp).minified_data_type is None:
             raise RuntimeError(f"{model_dir}: the saved model does not reload as minified")
-    return {"latent_keys": [qzm_key, qzv_key], "scvi_version": scvi.__version__}
+    return {"latent_keys": list(keys), "scvi_version": scvi.__version__}
