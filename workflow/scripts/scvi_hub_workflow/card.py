@@ -210,7 +210,7 @@ def render_card(inputs: CardInputs) -> str:
         "with the Wilcoxon rank-sum test. gene_f1 is the overlap of the top "
         f"{de.get('top_n')} up-regulated genes; lfc_* compare log2 fold changes over all genes; "
         "roc_auc and pr_auc measure how well the model's Wilcoxon scores recover the observed "
-        f"up-regulated genes (adjusted p < {de.get('alpha')} and positive log-fold change; "
+        f"up-regulated genes (adjusted p < {de.get('alpha')} and a positive Wilcoxon score; "
         "n_true_up of them), and the two-sided variants recover all observed DE genes by |score| "
         "(n_true_two_sided). Values are averaged over samples; n/a marks a group with no true "
         "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
