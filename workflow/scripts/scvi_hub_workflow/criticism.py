@@ -32,6 +32,7 @@ import pandas as pd
 from scipy import sparse
 
 from scvi_hub_workflow import metrics
+from scvi_hub_workflow.model_io import load_model
 from scvi_hub_workflow.wilcoxon import (
     BYTES_PER_NONZERO,
     DEResult,
@@ -55,14 +56,8 @@ SAMPLE_DENSITY_MARGIN = 1.5
 
 
 def load_minified_model(model_dir: str | os.PathLike):
-    """Load the saved scvi-tools model (SCVI, SCANVI, ...) whose class is named in model.pt."""
-    import scvi
-    import torch
-
-    saved = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
-    model_name = saved["attr_dict"]["registry_"]["model_name"]
-    model_class = getattr(scvi.model, model_name)
-    return model_class.load(str(model_dir), accelerator="auto")
+    """Load the saved (minified) model, whatever its class; on the GPU when there is one."""
+    return load_model(model_dir)
 
 
 class ObservedCounts:

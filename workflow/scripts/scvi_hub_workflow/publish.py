@@ -256,9 +256,8 @@ def verify_pull(
 ) -> dict[str, Any]:
     """Pull ``commit`` as a user would (fresh cache), load it, compare it with the local model.
 
-    Two checks: the pulled weights equal the local model's, and the latent posterior mean of
-    the first cells (matched by obs name) equals the local model's. For a minified model the
-    latent a user gets is the one stored in its AnnData (``*_latent_qzm``): that is compared.
+    Two checks: the pulled weights equal the local model's, and the latent representation of
+    the first cells (matched by obs name) equals the local model's.
     """
     import numpy as np
     import scvi.hub
@@ -269,7 +268,8 @@ def verify_pull(
         )
         pulled = hub_model.model
         names = list(pulled.adata.obs_names[:n_cells])
-        pulled_latent, latent_source = _served_latent(pulled, len(names))
+        # What a user gets: for a minified model, the stored latent posterior mean.
+        pulled_latent = np.asarray(pulled.get_latent_representation(indices=np.arange(len(names))))
 
     # The local model is the same class as the published one, saved with its full adata.
     local = type(pulled).load(str(model_dir))
@@ -291,7 +291,6 @@ def verify_pull(
         "commit": commit,
         "model_class": type(pulled).__name__,
         "cells_compared": len(names),
-        "latent_source": latent_source,
         "max_abs_latent_difference": latent_diff,
         "max_abs_weight_difference": weight_diff,
         "tolerance": LATENT_TOLERANCE,
@@ -304,18 +303,6 @@ def verify_pull(
             f"tolerance {LATENT_TOLERANCE})"
         )
     return result
-
-
-def _served_latent(model: Any, n_cells: int) -> tuple[Any, str]:
-    """The latent mean of the first cells as a user of the pulled model gets it, and its source."""
-    import numpy as np
-
-    if getattr(model, "minified_data_type", None) is None:
-        return np.asarray(model.get_latent_representation(indices=np.arange(n_cells))), "model"
-    key = next((k for k in model.adata.obsm if k.endswith("latent_qzm")), None)
-    if key is None:
-        raise PublishError("verification: the minified AnnData stores no '*_latent_qzm'")
-    return np.asarray(model.adata.obsm[key][:n_cells]), f"obsm['{key}']"
 
 
 def add_to_collection(api: Any, slug: str, repo_id: str, token: str) -> dict[str, Any]:
