@@ -198,3 +198,69 @@ def test_report_bundles_the_results(tiny_run):
     names = zipfile.ZipFile(tiny_run / "report.zip").namelist()
     assert any(name.endswith("README.md") for name in names)
     assert any(name.endswith("de.tsv") for name in names)
+
+
+def test_minify_false_publishes_the_full_training_data(tiny_run, tmp_path):
+    import shutil
+
+    import scvi.hub
+
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)  # with .snakemake/: only what changed runs
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["models"] = {"tiny-scvi": cfg["models"]["tiny-scvi"] | {"minify": False}}
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = snakemake("--cores", "2", "--configfile", str(path), workdir=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = set(re.findall(r"rule (\w+):", result.stdout + result.stderr))
+    assert "train" not in ran and "hub" in ran
+    hub = workdir / "results" / "tiny-scvi" / "hub"
+    model = scvi.hub.HubModel(str(hub)).model
+    assert model.minified_data_type is None
+    assert model.adata.X.sum() > 0 and "split" in model.adata.obs
+    assert "**Data is Minified**: False" in (hub / "README.md").read_text()
+
+
+def test_a_url_source_is_downloaded_checked_and_validated(tmp_path):
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from scvi_hub_workflow.datasets import simulated_atlas
+
+    served = tmp_path / "served"
+    served.mkdir()
+    simulated_atlas(n_cells=200, n_genes=50).write_h5ad(served / "atlas.h5ad")
+    sha256 = hashlib.sha256((served / "atlas.h5ad").read_bytes()).hexdigest()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/atlas.h5ad"
+    cfg = {
+        "models": {
+            "downloaded": {
+                "dataset": {"source": url, "sha256": sha256},
+                "model": {"class": "SCVI", "setup": {"batch_key": "batch"}},
+            }
+        }
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        result = snakemake(
+            "results/downloaded/dataset.json",
+            "--cores",
+            "1",
+            "--configfile",
+            str(tmp_path / "cfg.yaml"),
+            workdir=tmp_path,
+            env={"NO_PROXY": "127.0.0.1,localhost"},
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr[-3000:]
+    downloaded = tmp_path / "resources" / "downloads" / f"{sha256}.h5ad"
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == sha256
+    summary = json.loads((tmp_path / "results" / "downloaded" / "dataset.json").read_text())
+    assert (summary["n_cells"], summary["n_genes"]) == (200, 50)
