@@ -32,8 +32,8 @@ wildcard_constraints:
     sha256="[0-9a-f]{64}",
 
 
-def model_settings(model):
-    return MODELS[model]
+def publish_settings(wildcards):
+    return MODELS[wildcards.model]["publish"]
 
 
 def source_file(wildcards):

@@ -11,6 +11,6 @@ rule publish:
         "../../envs/publish.yaml"
     params:
         # Settings only; the token is read from the environment inside the job.
-        publish=lambda wc: model_settings(wc.model)["publish"],
+        publish=publish_settings,
     script:
         "../scripts/publish_model.py"
