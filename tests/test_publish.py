@@ -252,6 +252,16 @@ def test_disabled_publishing_writes_the_manifest_only(tiny, tmp_path, monkeypatc
     }
 
 
+def test_manifest_is_exactly_the_hub_layout(tiny, tmp_path):
+    folder = tmp_path / "copied-hub"
+    shutil.copytree(tiny.hub_dir, folder)
+    (folder / "notes.txt").write_text("not for the Hub")
+    assert sorted(f["path"] for f in publish.build_manifest(folder)) == sorted(publish.HUB_FILES)
+    (folder / "model.pt").unlink()
+    with pytest.raises(publish.PublishError, match="lacks model.pt"):
+        publish.build_manifest(folder)
+
+
 def test_files_over_the_size_limit_are_refused_before_any_upload(tiny, tmp_path):
     settings = {"enabled": True, "repo_id": "alice/tiny"}
     with pytest.raises(publish.PublishError, match="training_data_url") as error:

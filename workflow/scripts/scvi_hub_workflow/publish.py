@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .hub import HUB_FILES  # noqa: F401  (the files a hub folder holds; re-exported for tests)
+from .hub import HUB_FILES
 from .rule_io import sha256_of
 
 log = logging.getLogger("scvi_hub_workflow.publish")
@@ -100,11 +100,16 @@ def git_blob_sha1_of(path: Path) -> str:
 
 
 def build_manifest(hub_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every file of the hub folder (sorted): name, size, sha256 and git blob sha1."""
+    """The hub layout's files (sorted): name, size, sha256 and git blob sha1.
+
+    Exactly ``HUB_FILES``: anything else in the folder is never published, and a missing one
+    stops the publish before the repo is touched.
+    """
     hub_dir = Path(hub_dir)
-    files = sorted(p for p in hub_dir.rglob("*") if p.is_file())
-    if not files:
-        raise PublishError(f"{hub_dir} holds no files to publish")
+    missing = [name for name in HUB_FILES if not (hub_dir / name).is_file()]
+    if missing:
+        raise PublishError(f"{hub_dir} lacks {', '.join(missing)}: nothing to publish")
+    files = sorted(hub_dir / name for name in HUB_FILES)
     return [
         {
             "path": p.relative_to(hub_dir).as_posix(),
@@ -220,13 +225,9 @@ def commit_hub_folder(
                 parent_commit=head,
             )
             return info.oid, True
-        except HfHubHTTPError as error:
-            if status_of(error) == 412:
-                return _after_concurrent_push(api, repo_id, head, manifest)
-            if not is_transient(error) or attempt == attempts:
-                raise
-            log.warning("attempt %d of %d failed (%s); retrying", attempt, attempts, error)
         except Exception as error:
+            if isinstance(error, HfHubHTTPError) and status_of(error) == 412:
+                return _after_concurrent_push(api, repo_id, head, manifest)
             if not is_transient(error) or attempt == attempts:
                 raise
             log.warning("attempt %d of %d failed (%s); retrying", attempt, attempts, error)
