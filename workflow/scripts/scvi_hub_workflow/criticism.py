@@ -33,6 +33,7 @@ from scipy import sparse
 
 from scvi_hub_workflow import metrics
 from scvi_hub_workflow.model_io import load_model
+from scvi_hub_workflow.training import SPLIT_COLUMN, latent_keys
 from scvi_hub_workflow.wilcoxon import (
     BYTES_PER_NONZERO,
     DEResult,
@@ -117,10 +118,10 @@ class ObservedCounts:
 
 
 def cell_splits(model) -> np.ndarray:
-    """The model's own train/validation/test label per cell, from ``obs["split"]``."""
-    if "split" not in model.adata.obs:
-        raise KeyError("the minified AnnData has no obs['split'] (the model's data split)")
-    return model.adata.obs["split"].astype(str).to_numpy()
+    """The model's own train/validation/test label per cell, as the train rule recorded it."""
+    if SPLIT_COLUMN not in model.adata.obs:
+        raise KeyError(f"the minified AnnData has no obs[{SPLIT_COLUMN!r}] (the model's split)")
+    return model.adata.obs[SPLIT_COLUMN].astype(str).to_numpy()
 
 
 # --- posterior samples ---------------------------------------------------------------------
@@ -613,11 +614,11 @@ def cluster_groups(latent: np.ndarray, *, resolution: float, min_cells: int, see
 
 
 def latent_means(model) -> np.ndarray:
-    """The latent posterior means stored in the minified AnnData (``*_latent_qzm``)."""
-    keys = [k for k in model.adata.obsm if k.endswith("latent_qzm")]
-    if not keys:
-        raise KeyError("no '*_latent_qzm' in obsm of the minified AnnData")
-    return np.asarray(model.adata.obsm[keys[0]])
+    """The latent posterior means stored in the minified AnnData by the minify rule."""
+    key, _ = latent_keys(type(model).__name__)
+    if key not in model.adata.obsm:
+        raise KeyError(f"no {key!r} in obsm of the minified AnnData")
+    return np.asarray(model.adata.obsm[key])
 
 
 def resolve_groups(
