@@ -20,6 +20,7 @@ import pytest
 
 pytest.register_assert_rewrite("conftest_publish")  # its run_publish asserts the token is absent
 
+from conftest import TINY_CONFIG  # noqa: E402
 from conftest_publish import (  # noqa: E402
     REPO_ROOT,
     TOKEN,
@@ -312,13 +313,7 @@ def test_redact_removes_the_token_in_any_form():
     assert publish.redact(f"Bearer {TOKEN} failed", TOKEN + "\n") == "Bearer <token> failed"
 
 
-TINY_CONFIG = REPO_ROOT / "tests" / "configs" / "tiny.yaml"
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not TINY_CONFIG.exists(), reason="the workflow chain's tiny config is not there"
-)
 def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     """Publishing enabled on a finished tiny run: only the publish jobs run, one commit each."""
     import yaml
