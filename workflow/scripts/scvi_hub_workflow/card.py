@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from .metrics import DE_COLUMNS
+
 MODEL_TEXT = {
     "SCVI": {
         "intro": (
@@ -45,8 +47,9 @@ MODEL_TEXT = {
 CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
            ("spearman", "Spearman Correlation"), ("r2", "R² (R-Squared)")]  # fmt: skip
 
-DE_COLUMNS = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
-DE_EXTRA_COLUMNS = ["n_true_up", "roc_auc_two_sided", "pr_auc_two_sided", "n_true_two_sided"]
+# The published cards' DE columns in their order, then the rest of ours (metrics.DE_COLUMNS).
+_REFERENCE_DE = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
+CARD_DE_COLUMNS = _REFERENCE_DE + [c for c in DE_COLUMNS if c not in _REFERENCE_DE + ["group"]]
 
 
 @dataclass
@@ -138,7 +141,7 @@ def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -
 
 
 def _de_table(de: dict) -> str:
-    columns = DE_COLUMNS + DE_EXTRA_COLUMNS
+    columns = CARD_DE_COLUMNS
     lines = ["| Index | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for row in de["groups"]:
         lines.append(f"| {row['group']} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
