@@ -48,8 +48,8 @@ CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
            ("spearman", "Spearman Correlation"), ("r2", "R² (R-Squared)")]  # fmt: skip
 
 # The published cards' DE columns in their order, then the rest of ours (metrics.DE_COLUMNS).
-_REFERENCE_DE = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
-CARD_DE_COLUMNS = _REFERENCE_DE + [c for c in DE_COLUMNS if c not in _REFERENCE_DE + ["group"]]
+_REF_DE = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
+CARD_DE_COLUMNS = _REF_DE + [c for c in DE_COLUMNS if c not in _REF_DE + ["group"]]
 
 
 @dataclass
