@@ -17,7 +17,7 @@ rule card:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=card_settings,
+        settings=settings_of("card"),
     script:
         "../scripts/render_card.py"
 

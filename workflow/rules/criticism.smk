@@ -27,6 +27,6 @@ rule posterior_predictive_check:
     resources:
         mem_mb=4000,
     params:
-        settings=criticism_settings,
+        settings=settings_of("criticism"),
     script:
         "../scripts/posterior_predictive_check.py"

@@ -34,7 +34,7 @@ rule dataset:
     conda:
         "../../envs/scanpy.yaml"
     params:
-        settings=dataset_settings,
+        settings=settings_of("dataset"),
     script:
         "../scripts/prepare_dataset.py"
 
@@ -55,6 +55,6 @@ rule hvg:
     conda:
         "../../envs/scanpy.yaml"
     params:
-        settings=hvg_settings,
+        settings=settings_of("hvg"),
     script:
         "../scripts/select_hvg.py"

@@ -22,7 +22,7 @@ rule train:
         mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
         runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
     params:
-        settings=train_settings,
+        settings=settings_of("train"),
     script:
         "../scripts/train_model.py"
 

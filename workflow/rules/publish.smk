@@ -11,6 +11,6 @@ rule publish:
         "../../envs/publish.yaml"
     params:
         # Settings only; the token is read from the environment inside the job.
-        publish=publish_settings,
+        settings=settings_of("publish"),
     script:
         "../scripts/publish_model.py"

@@ -1,12 +1,13 @@
 """Rule dataset: read the model's data, validate it against the config, write the clean copy."""
 
+from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.datasets import prepare_dataset
 from scvi_hub_workflow.rule_io import logged_to, write_json
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     summary = prepare_dataset(
         snakemake.input[0],  # noqa: F821
-        snakemake.params.settings,  # noqa: F821
+        from_text(snakemake.params.settings),  # noqa: F821
         snakemake.output.data,  # noqa: F821
     )
     log.info("dataset: %s", summary)

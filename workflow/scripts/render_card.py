@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
+from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
 from scvi_hub_workflow.versions import versions
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
-    settings = snakemake.params.settings  # noqa: F821
+    settings = from_text(snakemake.params.settings)  # noqa: F821
     saved = SavedModel.from_dir(inputs.model)
     found = versions()
     card = render_card(
@@ -22,7 +23,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             versions=found,
         )
     )
-    meta = metadata(saved.model_class, found, settings["card"]["training_data_url"])
+    meta = metadata(saved.model_class, found, settings.card.training_data_url)
     with atomic_path(snakemake.output.card) as tmp:  # noqa: F821
         tmp.write_text(card)
     with atomic_path(snakemake.output.metadata) as tmp:  # noqa: F821

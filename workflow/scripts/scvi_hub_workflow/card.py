@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .metrics import DE_COLUMNS
+from .config import CardStep
+from .layout import DE_COLUMNS, MODEL_FILE
 
 MODEL_TEXT = {
     "SCVI": {
@@ -67,7 +68,7 @@ class SavedModel:
     def from_dir(cls, model_dir: str | Path) -> SavedModel:
         import torch
 
-        saved = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
+        saved = torch.load(Path(model_dir) / MODEL_FILE, map_location="cpu", weights_only=False)
         attrs = saved["attr_dict"]
         registry = attrs["registry_"]
         fields = registry["field_registries"]
@@ -90,7 +91,7 @@ class SavedModel:
 
 @dataclass
 class CardInputs:
-    settings: dict
+    settings: CardStep
     saved: SavedModel
     cv: dict
     de: dict
@@ -120,10 +121,10 @@ def front_matter(inputs: CardInputs) -> dict:
         f"scvi_version:{inputs.versions['scvi']}",
         f"anndata_version:{inputs.versions['anndata']}",
     ]
-    tags += [f"modality:{s['card']['modality']}"]
-    tags += [f"tissue:{t}" for t in s["tissues"]]
-    tags += [f"annotated:{bool(s['model']['setup'].get('labels_key'))}"]
-    return {"library_name": "scvi-tools", "license": s["card"]["license"], "tags": tags}
+    tags += [f"modality:{s.card.modality}"]
+    tags += [f"tissue:{t}" for t in s.tissues]
+    tags += [f"annotated:{bool(s.setup.labels_key)}"]
+    return {"library_name": "scvi-tools", "license": s.card.license, "tags": tags}
 
 
 def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -> str:
@@ -165,7 +166,7 @@ def render_card(inputs: CardInputs) -> str:
         f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
     )
     stats_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(saved.summary_stats.items()))
-    card = s["card"]
+    card = s.card
     training = inputs.training
     setup = dict(saved.setup_args)
     sections = [
@@ -180,7 +181,7 @@ def render_card(inputs: CardInputs) -> str:
         "[Arches tutorial](https://docs.scvi-tools.org/en/1.0.0/tutorials/notebooks/"
         "scarches_scvi_tools.html).",
         "# Model Description",
-        s["description"] or f"{saved.model_class} model trained by scvi-hub-workflow.",
+        s.description or f"{saved.model_class} model trained by scvi-hub-workflow.",
         "# Metrics",
         "We provide here key performance metrics for the uploaded model, computed by "
         "scvi-hub-workflow from posterior predictive samples "
@@ -235,15 +236,15 @@ def render_card(inputs: CardInputs) -> str:
         "Summary Statistics",
         "| Summary Stat Key | Value |\n|--------------------------|-------|\n" + stats_rows,
         "Training",
-        f"**Training data url**: {card['training_data_url'] or 'Not provided by uploader'}",
+        f"**Training data url**: {card.training_data_url or 'Not provided by uploader'}",
         "If provided by the original uploader, for those interested in understanding or "
         "replicating the training process, the code is available at the link below.",
-        f"**Training Code URL**: {card['training_code_url'] or 'Not provided by uploader'}",
+        f"**Training Code URL**: {card.training_code_url or 'Not provided by uploader'}",
         f"Trained for {training.get('epochs')} epochs on {training.get('device')} "
         f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
         f"torch {training.get('torch_version')}.",
         "# References",
-        card["references"] or "To be added...",
+        card.references or "To be added...",
     ]
     return "\n".join(sections) + "\n"
 

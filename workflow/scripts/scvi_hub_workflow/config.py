@@ -1,28 +1,31 @@
-"""The config model: validation against the JSON schema, defaults, and per-model settings.
+"""The config model: validation against the JSON schema, defaults, and typed per-model settings.
 
 The schema (`workflow/schemas/config.schema.yaml`) is the single source of keys, types and
 built-in defaults. A model's settings are the schema defaults, overlaid with the config's
-`defaults:` block, overlaid with the model's own keys.
+`defaults:` block, overlaid with the model's own keys, then frozen into the dataclasses below
+(one per config section; their fields are the schema's keys, their values come only from the
+resolved dict, so no default is written twice).
+
+Each rule gets only the settings of its step (`step_settings`), as stable text (`to_text`):
+Snakemake compares params by their text, so the same settings in another key order re-run
+nothing. The rule script turns the text back into the object with `from_text`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import json
 import os
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
+from .layout import BUILTIN_DATASETS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-
-# Sections of a model entry that take workflow-wide defaults.
-DEFAULTED_SECTIONS = ("hvg", "train", "criticism", "card", "publish", "minify")
-
-BUILTIN_DATASETS = ("synthetic-iid", "simulated-atlas")
 
 
 class ConfigError(ValueError):
@@ -31,10 +34,19 @@ class ConfigError(ValueError):
 
 @functools.cache
 def load_schema() -> dict:
+    # jsonschema and yaml are imported where used: rule scripts import this module only to
+    # read their settings (from_text), in job environments that need neither.
+    import yaml
+
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def defaulted_sections() -> tuple[str, ...]:
+    """Sections of a model entry that take workflow-wide defaults (the schema's `defaults:`)."""
+    return tuple(load_schema()["properties"]["defaults"]["properties"])
+
+
+def _describe(error) -> str:
     """One line per schema violation, naming the key in the user's terms."""
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
@@ -47,6 +59,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def validate_config(config: dict) -> None:
     """Validate against the schema; raise ConfigError listing every violation with its key."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -104,8 +118,284 @@ def parse_source(source: str, sha256: str | None) -> DatasetSource:
     return DatasetSource("path", source, sha256)
 
 
-def model_settings(config: dict, name: str) -> dict:
-    """The complete settings of one model: built-in defaults < `defaults:` < the model's keys."""
+# --- typed settings: one frozen dataclass per config section -------------------------------
+# Field names are the schema's keys (`ModelSpec.model_class` is the key `class`). A key the
+# schema gives no default and the config leaves out is None.
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    """`dataset:` where the data is and which part of it holds the counts."""
+
+    source: str
+    sha256: str | None
+    counts: str
+    subsample_cells: int | None
+
+    @property
+    def location(self) -> DatasetSource:
+        return parse_source(self.source, self.sha256)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """`model.setup:` the arguments of `setup_anndata`; the one list of those keys."""
+
+    layer: str | None
+    batch_key: str | None
+    labels_key: str | None
+    unlabeled_category: str | None
+    size_factor_key: str | None
+    categorical_covariate_keys: tuple[str, ...] | None
+    continuous_covariate_keys: tuple[str, ...] | None
+
+    def setup_anndata_kwargs(self, model_class: str) -> dict:
+        """Arguments for `setup_anndata` of `model_class`, in the order the cards record them;
+        `unlabeled_category` exists only for SCANVI."""
+        kwargs = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if model_class != "SCANVI":
+            kwargs.pop("unlabeled_category")
+            return kwargs
+        first = {k: kwargs.pop(k) for k in ("labels_key", "unlabeled_category")}
+        return first | kwargs
+
+    def obs_columns(self) -> list[tuple[str, str]]:
+        """(setup key, obs column) for every obs column the model reads."""
+        single = ("batch_key", "labels_key", "size_factor_key")
+        many = ("categorical_covariate_keys", "continuous_covariate_keys")
+        pairs = [(key, getattr(self, key)) for key in single if getattr(self, key) is not None]
+        pairs += [(key, column) for key in many for column in getattr(self, key) or ()]
+        return pairs
+
+    def categorical_columns(self) -> list[str]:
+        """obs columns the model treats as categories (batch, labels, categorical covariates)."""
+        columns = [self.batch_key, self.labels_key, *(self.categorical_covariate_keys or ())]
+        return [c for c in columns if c]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`model:` the class, its constructor arguments and its `setup_anndata` arguments."""
+
+    model_class: str = field(metadata={"key": "class"})
+    from_scvi: bool
+    params: dict  # constructor arguments the config sets (key-sorted); open-ended on purpose
+    setup: Setup
+
+
+@dataclass(frozen=True)
+class HvgSettings:
+    """`hvg:` highly variable gene selection."""
+
+    n_top_genes: int | None
+    flavor: str
+    batch_aware: bool
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """`train:` the training loop and where it runs."""
+
+    max_epochs: int | None
+    scvi_max_epochs: int | None
+    early_stopping: bool
+    early_stopping_patience: int
+    batch_size: int
+    train_size: float
+    learning_rate: float
+    n_samples_per_label: int | None
+    seed: int
+    accelerator: str
+    allow_cpu_fallback: bool
+
+
+@dataclass(frozen=True)
+class CriticismSettings:
+    """`criticism:` the posterior predictive check."""
+
+    n_samples: int
+    batch_size: int
+    alpha: float
+    top_n: int
+    min_cells: int
+    cluster_resolution: float
+
+
+@dataclass(frozen=True)
+class CardSettings:
+    """`card:` what the model card says beyond the model itself."""
+
+    license: str
+    training_data_url: str | None
+    training_code_url: str | None
+    references: str | None
+    modality: str
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`publish:` where and whether to publish (the token never travels in settings)."""
+
+    enabled: bool
+    repo_id: str | None
+    private: bool
+    collection: str | None
+    verify: bool
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Every setting of one model entry, defaults applied."""
+
+    name: str
+    description: str
+    tissues: tuple[str, ...]
+    dataset: DatasetSettings
+    model: ModelSpec
+    hvg: HvgSettings
+    train: TrainSettings
+    criticism: CriticismSettings
+    card: CardSettings
+    publish: PublishSettings
+    minify: bool
+
+
+# --- what each rule gets: only the settings its step reads ---------------------------------
+# A rule's params are exactly one of these, so changing e.g. `criticism:` re-runs the
+# criticism and what follows, never the training.
+
+
+@dataclass(frozen=True)
+class DatasetStep:
+    name: str
+    dataset: DatasetSettings
+    setup: Setup
+    seed: int  # train.seed: also seeds `dataset.subsample_cells`
+
+
+@dataclass(frozen=True)
+class HvgStep:
+    hvg: HvgSettings
+    setup: Setup
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    name: str
+    model: ModelSpec
+    train: TrainSettings
+
+
+@dataclass(frozen=True)
+class CriticismStep:
+    criticism: CriticismSettings
+    setup: Setup
+    seed: int  # train.seed
+
+
+@dataclass(frozen=True)
+class CardStep:
+    name: str
+    description: str
+    tissues: tuple[str, ...]
+    card: CardSettings
+    setup: Setup
+
+
+STEPS: dict[str, typing.Callable[[ModelSettings], typing.Any]] = {
+    "dataset": lambda s: DatasetStep(s.name, s.dataset, s.model.setup, s.train.seed),
+    "hvg": lambda s: HvgStep(s.hvg, s.model.setup),
+    "train": lambda s: TrainStep(s.name, s.model, s.train),
+    "criticism": lambda s: CriticismStep(s.criticism, s.model.setup, s.train.seed),
+    "card": lambda s: CardStep(s.name, s.description, s.tissues, s.card, s.model.setup),
+    "publish": lambda s: s.publish,
+}
+_STEP_TYPES = {
+    "dataset": DatasetStep,
+    "hvg": HvgStep,
+    "train": TrainStep,
+    "criticism": CriticismStep,
+    "card": CardStep,
+    "publish": PublishSettings,
+}
+
+
+def step_settings(settings: ModelSettings, step: str):
+    """The settings the rule of `step` reads (one of the `*Step` classes, or PublishSettings)."""
+    return STEPS[step](settings)
+
+
+def to_text(settings) -> str:
+    """Stable text of a step's settings (sorted keys), for Snakemake params."""
+    step = next(name for name, cls in _STEP_TYPES.items() if type(settings) is cls)
+    return json.dumps({"step": step, "settings": as_dict(settings)}, sort_keys=True)
+
+
+def from_text(text: str):
+    """The settings object `to_text` wrote."""
+    data = json.loads(text)
+    return build(_STEP_TYPES[data["step"]], data["settings"])
+
+
+def as_dict(settings) -> dict:
+    """Nested plain dict of a settings dataclass, keyed as in the config."""
+    return {
+        _key(f): (as_dict(value) if dataclasses.is_dataclass(value) else _plain(value))
+        for f in dataclasses.fields(settings)
+        for value in [getattr(settings, f.name)]
+    }
+
+
+def build(cls: type, data: dict):
+    """A settings dataclass from its (resolved) dict; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    known = {_key(f) for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no setting {', '.join(unknown)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = data.get(_key(f))
+        if dataclasses.is_dataclass(hints[f.name]):
+            value = build(hints[f.name], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, dict):
+            value = _key_sorted(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def section_settings(section: str, values: dict | None = None):
+    """One section's settings class from `values` over the schema's defaults, validated
+    (for callers outside the workflow, e.g. the publish command line)."""
+    import jsonschema
+
+    schema = load_schema()
+    node = schema["$defs"]["model_entry"]["properties"][section]
+    merged = _merge(_schema_defaults(node, schema), values or {})
+    sub = {"$defs": schema["$defs"], **schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]}
+    errors = list(jsonschema.Draft202012Validator(sub).iter_errors(merged))
+    if errors:
+        raise ConfigError(f"invalid {section} settings: " + "; ".join(_describe(e) for e in errors))
+    cls = typing.get_type_hints(ModelSettings)[section]
+    return build(cls, merged)
+
+
+def _key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _plain(value: typing.Any) -> typing.Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --- resolving a config ---------------------------------------------------------------------
+
+
+def _settings_dict(config: dict, name: str) -> dict:
+    """The complete settings of one model as a dict: built-in defaults < `defaults:` < the
+    model's keys."""
     schema = load_schema()
     entry = config["models"][name]
     workflow_defaults = config.get("defaults") or {}
@@ -113,14 +403,19 @@ def model_settings(config: dict, name: str) -> dict:
     entry_schema = schema["$defs"]["model_entry"]
     for key, sub in entry_schema["properties"].items():
         value = _schema_defaults(sub, schema)
-        if key in DEFAULTED_SECTIONS and key in workflow_defaults:
+        if key in defaulted_sections() and key in workflow_defaults:
             value = _merge(value, workflow_defaults[key])
         if key in entry:
             value = _merge(value, entry[key])
         settings[key] = value
-    settings.setdefault("description", "")
+    settings["description"] = settings.get("description") or ""
     settings["tissues"] = settings.get("tissues") or []
     return _key_sorted(settings)
+
+
+def model_settings(config: dict, name: str) -> ModelSettings:
+    """The complete, typed settings of one model (the config is not validated here)."""
+    return build(ModelSettings, _settings_dict(config, name))
 
 
 def _key_sorted(value: Any) -> Any:
@@ -163,18 +458,14 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
     return problems
 
 
-def resolve(config: dict, workdir: str | os.PathLike = ".") -> dict[str, dict]:
+def resolve(config: dict, workdir: str | os.PathLike = ".") -> dict[str, ModelSettings]:
     """Validate the whole config and return every model's complete settings by name.
 
     Raises ConfigError naming each offending key before any job runs.
     """
     validate_config(config)
-    settings = {name: model_settings(config, name) for name in config["models"]}
+    settings = {name: _settings_dict(config, name) for name in config["models"]}
     problems = [p for name, s in settings.items() for p in _check_model(name, s, Path(workdir))]
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
-    return settings
-
-
-def dataset_source(settings: dict) -> DatasetSource:
-    return parse_source(settings["dataset"]["source"], settings["dataset"].get("sha256"))
+    return {name: build(ModelSettings, s) for name, s in settings.items()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .config import DatasetStep, Setup
+from .layout import ATTEMPTS, BUILTIN_DATASETS, FIRST_WAIT_S, retried
 from .rule_io import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _uneven_proportions(n: int, rng: np.random.Generator) -> np.ndarray:
     return weights / weights.sum()
 
 
-BUILTINS = {"synthetic-iid": synthetic_iid, "simulated-atlas": simulated_atlas}
+BUILTINS = dict(zip(BUILTIN_DATASETS, (synthetic_iid, simulated_atlas), strict=True))
 
 
 def write_builtin(name: str, path: str | Path) -> None:
@@ -134,8 +135,8 @@ def download(
     path: str | Path,
     sha256: str,
     *,
-    attempts: int = 4,
-    backoff_s: float = 2.0,
+    attempts: int = ATTEMPTS,
+    backoff_s: float = FIRST_WAIT_S,
     timeout_s: float = 60.0,
 ) -> None:
     """Download `url` to `path`: retried with backoff, checksum-verified, renamed into place.
@@ -144,34 +145,43 @@ def download(
     retried: the same server would send the same bytes again.
     """
     expected = sha256.lower()
-    last_error: Exception | None = None
-    for attempt in range(1, attempts + 1):
-        try:
-            with atomic_path(path) as tmp:
-                digest = hashlib.sha256()
-                with (
-                    urllib.request.urlopen(url, timeout=timeout_s) as response,
-                    open(tmp, "wb") as out,
-                ):
-                    while chunk := response.read(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                actual = digest.hexdigest()
-                if actual != expected:
-                    raise DatasetError(
-                        f"{url}: SHA-256 {actual} does not match the configured sha256 {expected}"
-                    )
-            return
-        except DatasetError:
-            raise
-        except (urllib.error.URLError, OSError, TimeoutError) as error:
-            if isinstance(error, urllib.error.HTTPError) and error.code < 500 and error.code != 429:
-                raise DatasetError(f"{url}: HTTP {error.code} {error.reason}") from error
-            last_error = error
-            log.warning("download attempt %d/%d of %s failed: %s", attempt, attempts, url, error)
-            if attempt < attempts:
-                time.sleep(backoff_s * 2 ** (attempt - 1))
-    raise DatasetError(f"{url}: download failed after {attempts} attempts: {last_error}")
+
+    def fetch(_attempt: int) -> None:
+        with atomic_path(path) as tmp:
+            digest = hashlib.sha256()
+            with (
+                urllib.request.urlopen(url, timeout=timeout_s) as response,
+                open(tmp, "wb") as out,
+            ):
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+            actual = digest.hexdigest()
+            if actual != expected:
+                raise DatasetError(
+                    f"{url}: SHA-256 {actual} does not match the configured sha256 {expected}"
+                )
+
+    try:
+        retried(fetch, _is_transient, what=f"download of {url}", attempts=attempts,
+                wait_s=backoff_s, log=log)  # fmt: skip
+    except DatasetError:
+        raise
+    except urllib.error.HTTPError as error:
+        if not _is_transient(error):
+            raise DatasetError(f"{url}: HTTP {error.code} {error.reason}") from error
+        raise DatasetError(f"{url}: download failed after {attempts} attempts: {error}") from error
+    except (urllib.error.URLError, OSError, TimeoutError) as error:
+        raise DatasetError(f"{url}: download failed after {attempts} attempts: {error}") from error
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A connection problem or a 5xx/429 answer; a wrong checksum or another 4xx is final."""
+    if isinstance(error, DatasetError):
+        return False
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500 or error.code == 429
+    return isinstance(error, urllib.error.URLError | OSError | TimeoutError)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -216,21 +226,8 @@ def check_counts(matrix: sp.csr_matrix, where: str) -> None:
         )
 
 
-def _check_obs(obs: pd.DataFrame, setup: dict, where: str) -> None:
-    keyed = [
-        ("batch_key", setup.get("batch_key")),
-        ("labels_key", setup.get("labels_key")),
-        ("size_factor_key", setup.get("size_factor_key")),
-    ]
-    keyed += [
-        ("categorical_covariate_keys", k) for k in setup.get("categorical_covariate_keys") or []
-    ]
-    keyed += [
-        ("continuous_covariate_keys", k) for k in setup.get("continuous_covariate_keys") or []
-    ]
-    for key, column in keyed:
-        if column is None:
-            continue
+def _check_obs(obs: pd.DataFrame, setup: Setup, where: str) -> None:
+    for key, column in setup.obs_columns():
         if column not in obs.columns:
             raise DatasetError(
                 f"{where}: obs column {column!r} (model.setup.{key}) not found; "
@@ -249,37 +246,36 @@ def _check_obs(obs: pd.DataFrame, setup: dict, where: str) -> None:
             raise DatasetError(
                 f"{where}: obs column {column!r} (model.setup.{key}) must be finite numbers"
             )
-    if setup.get("size_factor_key") and (obs[setup["size_factor_key"]] <= 0).any():
+    if setup.size_factor_key and (obs[setup.size_factor_key] <= 0).any():
         raise DatasetError(
-            f"{where}: obs column {setup['size_factor_key']!r} (model.setup.size_factor_key) "
+            f"{where}: obs column {setup.size_factor_key!r} (model.setup.size_factor_key) "
             "must be positive"
         )
 
 
-def prepare_dataset(source_path: str | Path, settings: dict, out_path: str | Path) -> dict:
+def prepare_dataset(source_path: str | Path, settings: DatasetStep, out_path: str | Path) -> dict:
     """Read a dataset, validate it against the model's settings, write the canonical copy.
 
     The canonical copy has the counts as a CSR matrix in X (and also in `layers[layer]` when
     `model.setup.layer` is set), unique gene names, and no other layers or raw. Returns a
     summary for the card and logs.
     """
-    name = settings["name"]
-    where = f"model {name!r}, file {source_path}"
-    dataset, setup = settings["dataset"], settings["model"]["setup"]
-    if dataset.get("sha256"):
+    where = f"model {settings.name!r}, file {source_path}"
+    dataset, setup = settings.dataset, settings.setup
+    if dataset.sha256:
         actual = sha256_of(source_path)
-        if actual != dataset["sha256"].lower():
+        if actual != dataset.sha256.lower():
             raise DatasetError(f"{where}: SHA-256 {actual} differs from dataset.sha256")
     try:
         adata = ad.read_h5ad(source_path)
     except Exception as error:  # anndata raises many types for a bad file
         raise DatasetError(f"{where}: not a readable .h5ad file ({error})") from error
-    counts, var = _counts_from(adata, dataset["counts"], where)
+    counts, var = _counts_from(adata, dataset.counts, where)
     if counts.shape[0] == 0 or counts.shape[1] == 0:
         raise DatasetError(
             f"{where}: the data has {counts.shape[0]} cells x {counts.shape[1]} genes"
         )
-    check_counts(counts, f"{where}, counts in {dataset['counts']}")
+    check_counts(counts, f"{where}, counts in {dataset.counts}")
     _check_obs(adata.obs, setup, where)
 
     clean = ad.AnnData(
@@ -288,25 +284,25 @@ def prepare_dataset(source_path: str | Path, settings: dict, out_path: str | Pat
     for column in var.columns:
         clean.var[column] = var[column].to_numpy()
     clean.var_names_make_unique()
-    if setup.get("layer"):
-        clean.layers[setup["layer"]] = clean.X
+    if setup.layer:
+        clean.layers[setup.layer] = clean.X
     for key in ("simulation", "source"):
         if key in adata.uns:
             clean.uns[key] = adata.uns[key]
     if "true_log2fc" in adata.varm:
         clean.varm["true_log2fc"] = adata.varm["true_log2fc"]
-    if dataset.get("subsample_cells") and dataset["subsample_cells"] < clean.n_obs:
-        rng = np.random.default_rng(settings["train"]["seed"])
-        keep = np.sort(rng.choice(clean.n_obs, size=dataset["subsample_cells"], replace=False))
+    if dataset.subsample_cells and dataset.subsample_cells < clean.n_obs:
+        rng = np.random.default_rng(settings.seed)
+        keep = np.sort(rng.choice(clean.n_obs, size=dataset.subsample_cells, replace=False))
         clean = clean[keep].copy()
-    for key in _categorical_keys(setup):
+    for key in setup.categorical_columns():
         clean.obs[key] = clean.obs[key].astype(str).astype("category")
-    if setup.get("unlabeled_category") is not None:
-        labels = clean.obs[setup["labels_key"]]
-        known = (labels != setup["unlabeled_category"]).sum()
+    if setup.unlabeled_category is not None:
+        labels = clean.obs[setup.labels_key]
+        known = (labels != setup.unlabeled_category).sum()
         if known == 0:
             raise DatasetError(
-                f"{where}: every cell is labelled {setup['unlabeled_category']!r} "
+                f"{where}: every cell is labelled {setup.unlabeled_category!r} "
                 "(model.setup.unlabeled_category); SCANVI needs some annotated cells"
             )
     with atomic_path(out_path) as tmp:
@@ -315,12 +311,6 @@ def prepare_dataset(source_path: str | Path, settings: dict, out_path: str | Pat
         "source": str(source_path),
         "n_cells": int(clean.n_obs),
         "n_genes": int(clean.n_vars),
-        "counts_from": dataset["counts"],
+        "counts_from": dataset.counts,
         "nnz": int(clean.X.nnz),
     }
-
-
-def _categorical_keys(setup: dict) -> list[str]:
-    keys = [setup.get("batch_key"), setup.get("labels_key")]
-    keys += setup.get("categorical_covariate_keys") or []
-    return [k for k in keys if k]

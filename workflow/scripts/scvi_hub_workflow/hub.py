@@ -6,15 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .layout import CARD_FILE, DATA_FILE, HUB_FILES, METADATA_FILE, MODEL_FILE
 from .rule_io import atomic_path
-
-MODEL_FILE = "model.pt"
-DATA_FILE = "adata.h5ad"
-METADATA_FILE = "_scvi_required_metadata.json"
-CARD_FILE = "README.md"
-
-# What `scvi.hub.HubModel` reads from a repository, and all that we publish.
-HUB_FILES = (MODEL_FILE, DATA_FILE, METADATA_FILE, CARD_FILE)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -6,8 +6,10 @@ import anndata as ad
 import pandas as pd
 import scanpy as sc
 
+from .config import HvgStep
 
-def select_hvg(adata: ad.AnnData, hvg: dict, setup: dict) -> tuple[ad.AnnData, pd.DataFrame]:
+
+def select_hvg(adata: ad.AnnData, settings: HvgStep) -> tuple[ad.AnnData, pd.DataFrame]:
     """Subset to the highly variable genes; return the subset and the per-gene table.
 
     `seurat_v3` and `pearson_residuals` both expect counts. With `batch_aware` and a batch
@@ -15,14 +17,15 @@ def select_hvg(adata: ad.AnnData, hvg: dict, setup: dict) -> tuple[ad.AnnData, p
     a batch effect is not preferred. With `n_top_genes` null or at least the number of genes,
     every gene is kept (the table still records the ranking when it can be computed).
     """
-    n_top = hvg["n_top_genes"]
-    batch_key = setup.get("batch_key") if hvg["batch_aware"] else None
+    hvg, setup = settings.hvg, settings.setup
+    n_top = hvg.n_top_genes
+    batch_key = setup.batch_key if hvg.batch_aware else None
     keep_all = n_top is None or n_top >= adata.n_vars
     work = adata.copy()
     kwargs = {"n_top_genes": min(n_top or adata.n_vars, adata.n_vars), "batch_key": batch_key}
-    if setup.get("layer"):
-        kwargs["layer"] = setup["layer"]
-    if hvg["flavor"] == "seurat_v3":
+    if setup.layer:
+        kwargs["layer"] = setup.layer
+    if hvg.flavor == "seurat_v3":
         sc.pp.highly_variable_genes(work, flavor="seurat_v3", **kwargs)
     else:
         sc.experimental.pp.highly_variable_genes(work, flavor="pearson_residuals", **kwargs)
@@ -32,7 +35,7 @@ def select_hvg(adata: ad.AnnData, hvg: dict, setup: dict) -> tuple[ad.AnnData, p
     table.index.name = "gene"
     selected = adata[:, table["highly_variable"].to_numpy()].copy()
     selected.uns["hvg"] = {
-        "flavor": hvg["flavor"],
+        "flavor": hvg.flavor,
         "n_top_genes": n_top,
         "batch_key": batch_key,
         "n_selected": int(selected.n_vars),

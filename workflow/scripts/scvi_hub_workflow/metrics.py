@@ -19,21 +19,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
-CV_METRICS = ("mae", "pearson", "spearman", "r2")
-DE_COLUMNS = (
-    "group",
-    "n_cells",
-    "gene_f1",
-    "lfc_mae",
-    "lfc_pearson",
-    "lfc_spearman",
-    "roc_auc",
-    "pr_auc",
-    "n_true_up",
-    "roc_auc_two_sided",
-    "pr_auc_two_sided",
-    "n_true_two_sided",
-)
+from .layout import CV_METRICS, DE_COLUMNS  # noqa: F401  (re-exported for the tables)
+
 NORMALISATION = "normalize_total(1e4) + log1p"
 TARGET_SUM = 1e4
 
@@ -51,21 +38,6 @@ def cv_from_moments(total: np.ndarray, total_of_squares: np.ndarray, n: int) -> 
         variance = np.maximum(np.asarray(total_of_squares, dtype=np.float64) / n - mean**2, 0.0)
         cv = np.sqrt(variance) / mean
     return np.nan_to_num(cv, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def cell_wise_cv(counts: np.ndarray) -> np.ndarray:
-    """CV of each cell across genes; ``counts`` is cells x genes, or samples x cells x genes
-    (then the per-sample CVs are averaged)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    cv = cv_from_moments(counts.sum(axis=-1), (counts**2).sum(axis=-1), counts.shape[-1])
-    return cv.mean(axis=0) if counts.ndim == 3 else cv
-
-
-def gene_wise_cv(counts: np.ndarray) -> np.ndarray:
-    """CV of each gene across cells; ``counts`` is cells x genes, or samples x cells x genes."""
-    counts = np.asarray(counts, dtype=np.float64)
-    cv = cv_from_moments(counts.sum(axis=-2), (counts**2).sum(axis=-2), counts.shape[-2])
-    return cv.mean(axis=0) if counts.ndim == 3 else cv
 
 
 def compare_cv(model_cv: np.ndarray, observed_cv: np.ndarray) -> dict[str, float]:

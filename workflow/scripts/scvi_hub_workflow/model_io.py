@@ -6,10 +6,12 @@ from pathlib import Path
 
 import torch
 
+from .layout import MODEL_FILE
+
 
 def saved_model_class(model_dir: str | Path) -> str:
     """The class name recorded in a saved model's `model.pt` (e.g. "SCVI", "SCANVI")."""
-    saved = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
+    saved = torch.load(Path(model_dir) / MODEL_FILE, map_location="cpu", weights_only=False)
     return saved["attr_dict"]["registry_"]["model_name"]
 
 

@@ -10,9 +10,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
+from .config import Setup, TrainSettings, TrainStep
+from .layout import SPLIT_COLUMN, SPLIT_LABELS, latent_keys
 
-SPLIT_COLUMN = "split"
+log = logging.getLogger(__name__)
 
 
 class AcceleratorError(RuntimeError):
@@ -36,24 +37,9 @@ def choose_accelerator(requested: str, allow_cpu_fallback: bool, cuda_available:
     return "cpu"
 
 
-def setup_kwargs(setup: dict, model_class: str) -> dict:
+def setup_kwargs(setup: Setup, model_class: str) -> dict:
     """Arguments for `setup_anndata`, as the card records them."""
-    keys = [
-        "layer",
-        "batch_key",
-        "labels_key",
-        "size_factor_key",
-        "categorical_covariate_keys",
-        "continuous_covariate_keys",
-    ]
-    kwargs = {k: setup.get(k) for k in keys}
-    if model_class == "SCANVI":
-        kwargs = {
-            "labels_key": setup["labels_key"],
-            "unlabeled_category": setup["unlabeled_category"],
-        }
-        kwargs |= {k: setup.get(k) for k in keys if k != "labels_key"}
-    return kwargs
+    return setup.setup_anndata_kwargs(model_class)
 
 
 def model_kwargs(params: dict, model_class: str) -> dict:
@@ -64,20 +50,20 @@ def model_kwargs(params: dict, model_class: str) -> dict:
     return kwargs
 
 
-def _train_kwargs(train: dict, accelerator: str, max_epochs: int | None) -> dict:
+def _train_kwargs(train: TrainSettings, accelerator: str, max_epochs: int | None) -> dict:
     kwargs = {
         "max_epochs": max_epochs,
         "accelerator": accelerator,
         "devices": 1 if accelerator == "gpu" else "auto",
-        "train_size": train["train_size"],
-        "batch_size": train["batch_size"],
-        "early_stopping": train["early_stopping"],
-        "plan_kwargs": {"lr": train["learning_rate"]},
+        "train_size": train.train_size,
+        "batch_size": train.batch_size,
+        "early_stopping": train.early_stopping,
+        "plan_kwargs": {"lr": train.learning_rate},
         # Progress bars fill job logs with carriage returns; history.tsv has the per-epoch values.
         "enable_progress_bar": False,
     }
-    if train["early_stopping"]:
-        kwargs["early_stopping_patience"] = train["early_stopping_patience"]
+    if train.early_stopping:
+        kwargs["early_stopping_patience"] = train.early_stopping_patience
     return kwargs
 
 
@@ -89,7 +75,7 @@ def history_table(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return table
 
 
-def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None = None):
+def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | None = None):
     """Set up, build and train the configured model; return (model, summary dict).
 
     The model's own train/validation/test split is written to `adata.obs["split"]`, so it
@@ -98,23 +84,23 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
     import scvi
     import torch
 
-    model_cfg, train = settings["model"], settings["train"]
-    model_class = model_cfg["class"]
+    spec, train = settings.model, settings.train
+    model_class = spec.model_class
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
-    accelerator = choose_accelerator(train["accelerator"], train["allow_cpu_fallback"], cuda)
-    scvi.settings.seed = train["seed"]
-    setup = setup_kwargs(model_cfg["setup"], model_class)
-    params = model_kwargs(model_cfg["params"], model_class)
+    accelerator = choose_accelerator(train.accelerator, train.allow_cpu_fallback, cuda)
+    scvi.settings.seed = train.seed
+    setup = setup_kwargs(spec.setup, model_class)
+    params = model_kwargs(spec.params, model_class)
     started = time.perf_counter()
     history = {}
 
-    if model_class == "SCANVI" and model_cfg["from_scvi"]:
+    if model_class == "SCANVI" and spec.from_scvi:
         scvi_setup = {k: v for k, v in setup.items() if k != "unlabeled_category"}
         scvi.model.SCVI.setup_anndata(adata, **scvi_setup)
         scvi_params = {k: v for k, v in params.items() if k != "linear_classifier"}
         pretrained = scvi.model.SCVI(adata, **scvi_params)
         log.info("pre-training SCVI: %s", pretrained)
-        pretrained.train(**_train_kwargs(train, accelerator, train["scvi_max_epochs"]))
+        pretrained.train(**_train_kwargs(train, accelerator, train.scvi_max_epochs))
         history |= {f"scvi_{k}": v for k, v in pretrained.history.items()}
         extra = (
             {"linear_classifier": params["linear_classifier"]}
@@ -130,9 +116,9 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
         model = model_cls(adata, **params)
 
     log.info("training %s on %s: %s", model_class, accelerator, model)
-    kwargs = _train_kwargs(train, accelerator, train["max_epochs"])
+    kwargs = _train_kwargs(train, accelerator, train.max_epochs)
     if model_class == "SCANVI":
-        kwargs["n_samples_per_label"] = train["n_samples_per_label"]
+        kwargs["n_samples_per_label"] = train.n_samples_per_label
     model.train(**kwargs)
     history |= dict(model.history)
     device = str(model.device)
@@ -143,14 +129,14 @@ def train_model(adata: ad.AnnData, settings: dict, cuda_available: bool | None =
     epochs = int(len(model.history.get("elbo_train", [])))
     summary = {
         "model_class": model_class,
-        "from_scvi": bool(model_cfg.get("from_scvi")),
+        "from_scvi": spec.from_scvi,
         "accelerator": accelerator,
         "device": device,
         "cuda_available": bool(cuda),
         "gpu_name": torch.cuda.get_device_name(0) if accelerator == "gpu" else None,
         "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 3),
-        "n_cells": {s: int((split == s).sum()) for s in ("train", "validation", "test")},
+        "n_cells": {s: int((split == s).sum()) for s in SPLIT_LABELS},
         "scvi_version": scvi.__version__,
         "torch_version": torch.__version__,
     }
@@ -162,14 +148,8 @@ def record_split(model, adata: ad.AnnData) -> np.ndarray:
     split = np.full(adata.n_obs, "test", dtype=object)
     split[np.asarray(model.train_indices)] = "train"
     split[np.asarray(model.validation_indices)] = "validation"
-    adata.obs[SPLIT_COLUMN] = pd.Categorical(split, categories=["train", "validation", "test"])
+    adata.obs[SPLIT_COLUMN] = pd.Categorical(split, categories=list(SPLIT_LABELS))
     return split
-
-
-def latent_keys(model_class: str) -> tuple[str, str]:
-    """obsm keys of the latent posterior, named as on the scvi-hub cards."""
-    prefix = model_class.lower()
-    return f"{prefix}_latent_qzm", f"{prefix}_latent_qzv"
 
 
 def minify(model) -> tuple[str, str]:

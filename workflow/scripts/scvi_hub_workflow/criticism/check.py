@@ -1,0 +1,113 @@
+"""The posterior predictive check: CV and DE from one sampling pass."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pandas as pd
+
+from ..config import CriticismStep
+from .accumulators import DEFAULT_MEMORY_BUDGET, CoefficientOfVariation, DifferentialExpression
+from .grouping import Grouping, resolve_groups
+from .observed import ObservedCounts, cell_splits, load_minified_model
+from .stream import stream
+from .tables import de_summary, de_table
+
+# Posterior samples of a fitted model are about as sparse as the data; the DE store plans its
+# gene chunks from the observed non-zeros with this margin for sparser-fitting models.
+SAMPLE_DENSITY_MARGIN = 1.5
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def criticise(
+    model,
+    counts_path: str | os.PathLike,
+    grouping: Grouping,
+    *,
+    layer: str | None,
+    n_samples: int,
+    batch_size: int,
+    seed: int,
+    alpha: float,
+    top_n: int,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+    tmp_dir: str | os.PathLike | None = None,
+    n_workers: int | None = None,
+) -> tuple[dict, pd.DataFrame, dict]:
+    """CV and DE from one pass of posterior samples: (cv.json content, de.tsv table, de.json).
+
+    The de.tsv table has one row per group, sorted by n_cells (descending). Results do not
+    depend on ``n_workers`` (threads; default: all CPUs of this process).
+    """
+    if not grouping.names:
+        raise ValueError("no group has enough cells for differential expression")
+    n_workers = n_workers or default_workers()
+    with (
+        tempfile.TemporaryDirectory(prefix="de_store_", dir=tmp_dir) as store,
+        ObservedCounts(counts_path, layer) as observed,
+    ):
+        n_genes = observed.shape[1]
+        cv = CoefficientOfVariation(cell_splits(model), n_samples, n_genes)
+        de = DifferentialExpression(
+            grouping.codes,
+            len(grouping.names),
+            n_samples,
+            observed.nonzeros_per_gene() * SAMPLE_DENSITY_MARGIN + 1,
+            store,
+            memory_budget_bytes,
+            n_workers,
+        )
+        stream(
+            model,
+            observed,
+            [cv, de],
+            n_samples=n_samples,
+            batch_size=batch_size,
+            seed=seed,
+            n_workers=n_workers,
+        )
+        observed_de, *sample_de = de.results()
+    table = de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
+    summary = de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
+    return {"n_samples": n_samples, "seed": seed} | cv.result(), table, summary
+
+
+def posterior_predictive_check(
+    model_dir: str | os.PathLike,
+    counts_path: str | os.PathLike,
+    settings: CriticismStep,
+    *,
+    n_workers: int | None = None,
+) -> tuple[Grouping, dict, pd.DataFrame, dict]:
+    """What the rule does: load the minified model, choose the DE groups, run ``criticise``.
+
+    Returns (grouping, cv.json content, de.tsv table, de.json content).
+    """
+    model = load_minified_model(model_dir)
+    c, setup = settings.criticism, settings.setup
+    grouping = resolve_groups(
+        model,
+        labels_key=setup.labels_key,
+        unlabeled_category=setup.unlabeled_category,
+        min_cells=c.min_cells,
+        cluster_resolution=c.cluster_resolution,
+        seed=settings.seed,
+    )
+    cv, table, summary = criticise(
+        model,
+        counts_path,
+        grouping,
+        layer=setup.layer,
+        n_samples=c.n_samples,
+        batch_size=c.batch_size,
+        seed=settings.seed,
+        alpha=c.alpha,
+        top_n=c.top_n,
+        n_workers=n_workers,
+    )
+    return grouping, cv, table, summary

@@ -1,0 +1,42 @@
+"""Publish a model's hub folder to the Hugging Face Hub in one commit, verify it, write a receipt.
+
+Why not ``scvi.hub.HubModel.push_to_huggingface_hub``: in scvi-tools 1.4.2 it skips ``model.pt``
+by default, makes several commits (card first), then edits the scvi-tools organisation's
+collections. Here: one ``create_commit`` whose parent is the head we read, so a failure leaves the
+repo as it was and a concurrent push is never overwritten.
+
+The token comes from ``HF_TOKEN`` or the huggingface_hub login, never from the workflow config
+(Snakemake records params in its metadata); every message that leaves this module is redacted.
+
+``HF_ENDPOINT`` is read by huggingface_hub at import time, so the heavy imports stay inside the
+functions and this module can be imported (for the token check) without fixing the endpoint.
+
+Modules, by job: ``token`` (find, require and redact the token), ``manifest`` (the files to
+commit), ``commit`` (remote diff, one commit, retries, collection), ``verify`` (pull back and
+compare), ``step`` (what the rule runs), ``cli`` (the same from a shell).
+"""
+
+from .commit import commit_hub_folder, is_transient, remote_differences
+from .errors import PublishError
+from .manifest import HUB_MAX_FILE_BYTES, build_manifest, check_sizes, manifest_receipt
+from .step import publish, run
+from .token import find_token, redact, require_token_for
+from .verify import LATENT_TOLERANCE, verify_pull
+
+__all__ = [
+    "HUB_MAX_FILE_BYTES",
+    "LATENT_TOLERANCE",
+    "PublishError",
+    "build_manifest",
+    "check_sizes",
+    "commit_hub_folder",
+    "find_token",
+    "is_transient",
+    "manifest_receipt",
+    "publish",
+    "redact",
+    "remote_differences",
+    "require_token_for",
+    "run",
+    "verify_pull",
+]
