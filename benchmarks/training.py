@@ -13,7 +13,7 @@ markdown table. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import time
 from pathlib import Path
 
@@ -23,17 +23,17 @@ from scvi_hub_workflow.datasets import simulated_atlas
 from scvi_hub_workflow.training import train_model
 
 
-def default_scanvi_settings(epochs: int, accelerator: str) -> dict:
+def default_scanvi_settings(epochs: int, accelerator: str) -> config_model.TrainStep:
     config = yaml.safe_load(Path("config/config.yaml").read_text())
-    settings = config_model.resolve(config)["simulated-scanvi"]
-    settings = copy.deepcopy(settings)
-    settings["train"] |= {
-        "max_epochs": epochs,
-        "scvi_max_epochs": epochs,
-        "early_stopping": False,
-        "accelerator": accelerator,
-    }
-    return settings
+    settings = config_model.step_settings(config_model.resolve(config)["simulated-scanvi"], "train")
+    train = dataclasses.replace(
+        settings.train,
+        max_epochs=epochs,
+        scvi_max_epochs=epochs,
+        early_stopping=False,
+        accelerator=accelerator,
+    )
+    return dataclasses.replace(settings, train=train)
 
 
 def measure(n_cells: int, n_genes: int, epochs: int, accelerator: str) -> dict:

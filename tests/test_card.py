@@ -6,7 +6,7 @@ import json
 
 import yaml
 from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
-from scvi_hub_workflow.config import model_settings
+from scvi_hub_workflow.config import model_settings, step_settings
 
 
 def inputs(labels_key=None, tissues=()) -> CardInputs:
@@ -49,7 +49,7 @@ def inputs(labels_key=None, tissues=()) -> CardInputs:
         "n_true_two_sided": 12,
     }
     return CardInputs(
-        settings=model_settings(cfg, "m"),
+        settings=step_settings(model_settings(cfg, "m"), "card"),
         saved=saved,
         cv={
             "n_samples": 3,

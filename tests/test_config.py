@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_CONFIG, snakemake
+from helpers import ROOT, TINY_CONFIG, snakemake
 from scvi_hub_workflow import config as config_model
-from scvi_hub_workflow.config import ConfigError, model_settings, resolve
+from scvi_hub_workflow.config import ConfigError, HvgSettings, model_settings, resolve
 
 
 def default_config() -> dict:
@@ -26,14 +27,14 @@ def test_default_and_tiny_configs_resolve():
         models = resolve(cfg)
         assert models
         for settings in models.values():
-            assert settings["publish"]["enabled"] is False
+            assert settings.publish.enabled is False
 
 
 def test_default_config_trains_the_two_reference_card_kinds():
     models = resolve(default_config())
     scvi, scanvi = models["synthetic-scvi"], models["simulated-scanvi"]
-    assert scvi["model"]["class"] == "SCVI"
-    assert scvi["model"]["params"] == {
+    assert scvi.model.model_class == "SCVI"
+    assert scvi.model.params == {
         "n_hidden": 128,
         "n_latent": 10,
         "n_layers": 1,
@@ -42,25 +43,25 @@ def test_default_config_trains_the_two_reference_card_kinds():
         "gene_likelihood": "zinb",
         "latent_distribution": "normal",
     }
-    assert scvi["model"]["setup"]["batch_key"] is None
-    assert scanvi["model"]["class"] == "SCANVI" and scanvi["model"]["from_scvi"]
-    params = scanvi["model"]["params"]
+    assert scvi.model.setup.batch_key is None
+    assert scanvi.model.model_class == "SCANVI" and scanvi.model.from_scvi
+    params = scanvi.model.params
     assert (params["n_layers"], params["n_latent"], params["dropout_rate"]) == (3, 20, 0.05)
     assert (params["use_batch_norm"], params["use_layer_norm"]) == ("none", "both")
     assert params["encode_covariates"] is True and params["gene_likelihood"] == "nb"
-    assert scanvi["model"]["setup"]["unlabeled_category"] == "unknown"
+    assert scanvi.model.setup.unlabeled_category == "unknown"
 
 
 def test_precedence_builtin_then_defaults_then_model():
     cfg = minimal(hvg={"flavor": "pearson_residuals"})
     cfg["defaults"] = {"hvg": {"n_top_genes": 777, "flavor": "seurat_v3"}}
-    hvg = model_settings(cfg, "m")["hvg"]
-    assert hvg == {"n_top_genes": 777, "flavor": "pearson_residuals", "batch_aware": True}
+    hvg = model_settings(cfg, "m").hvg
+    assert hvg == HvgSettings(n_top_genes=777, flavor="pearson_residuals", batch_aware=True)
 
 
 def test_explicit_null_overrides_a_default():
     cfg = minimal(hvg={"n_top_genes": None})
-    assert model_settings(cfg, "m")["hvg"]["n_top_genes"] is None
+    assert model_settings(cfg, "m").hvg.n_top_genes is None
 
 
 @pytest.mark.parametrize(
@@ -158,4 +159,41 @@ def test_config_readme_documents_every_key():
 def test_settings_do_not_depend_on_key_order():
     cfg = minimal(train={"seed": 1, "max_epochs": 3})
     reordered = minimal(train={"max_epochs": 3, "seed": 1})
+    cfg["models"]["m"]["model"]["params"] = {"n_latent": 5, "n_hidden": 32}
+    reordered["models"]["m"]["model"]["params"] = {"n_hidden": 32, "n_latent": 5}
     assert repr(model_settings(cfg, "m")) == repr(model_settings(reordered, "m"))
+    # what Snakemake compares: each rule's params text
+    for step in config_model.STEPS:
+        texts = [
+            config_model.to_text(config_model.step_settings(model_settings(c, "m"), step))
+            for c in (cfg, reordered)
+        ]
+        assert texts[0] == texts[1], step
+
+
+def test_step_settings_survive_the_params_text():
+    for settings in resolve(default_config()).values():
+        for step in config_model.STEPS:
+            typed = config_model.step_settings(settings, step)
+            assert config_model.from_text(config_model.to_text(typed)) == typed, step
+    criticism = config_model.step_settings(settings, "criticism")
+    assert "train" not in config_model.to_text(criticism)  # only what the step reads
+
+
+def test_settings_classes_have_exactly_the_schema_keys():
+    schema = config_model.load_schema()
+    for section in ("dataset", "hvg", "train", "criticism", "card", "publish"):
+        cls = type(getattr(model_settings(minimal(), "m"), section))
+        keys = {f.metadata.get("key", f.name) for f in dataclasses.fields(cls)}
+        assert keys == set(schema["$defs"][section]["properties"]), section
+    setup_keys = {f.name for f in dataclasses.fields(config_model.Setup)}
+    assert setup_keys == set(schema["$defs"]["setup"]["properties"])
+    entry = {f.name for f in dataclasses.fields(config_model.ModelSettings)} - {"name"}
+    assert entry == set(schema["$defs"]["model_entry"]["properties"])
+
+
+def test_section_settings_take_the_schema_defaults_and_validate():
+    publish = config_model.section_settings("publish", {"repo_id": "alice/x"})
+    assert (publish.enabled, publish.verify, publish.repo_id) == (False, True, "alice/x")
+    with pytest.raises(ConfigError, match="repo_id"):
+        config_model.section_settings("publish", {"repo_id": "not a repo"})

@@ -9,11 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from reference import cell_wise_cv, gene_wise_cv, wilcoxon_one_vs_rest
 from scipy import sparse, stats
-from scvi_hub_workflow import criticism, metrics
-from scvi_hub_workflow.wilcoxon import wilcoxon_one_vs_rest
-
-pytest_plugins = ["conftest_criticism"]
+from scvi_hub_workflow import config, criticism, metrics
+from scvi_hub_workflow.layout import DE_COLUMNS
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 
@@ -42,15 +41,11 @@ def test_streamed_cv_equals_in_memory_definition():
     result = cv.result()
     for split in ("train", "validation"):
         mask = splits == split
-        expected = metrics.compare_cv(
-            metrics.cell_wise_cv(samples[:, mask]), metrics.cell_wise_cv(observed[mask])
-        )
+        expected = metrics.compare_cv(cell_wise_cv(samples[:, mask]), cell_wise_cv(observed[mask]))
         assert result["cell_wise"][split] == pytest.approx(expected | {"n_cells": mask.sum()})
     for split in ("all", "train", "validation"):
         mask = np.ones(len(splits), bool) if split == "all" else splits == split
-        expected = metrics.compare_cv(
-            metrics.gene_wise_cv(samples[:, mask]), metrics.gene_wise_cv(observed[mask])
-        )
+        expected = metrics.compare_cv(gene_wise_cv(samples[:, mask]), gene_wise_cv(observed[mask]))
         assert result["gene_wise"][split] == pytest.approx(expected | {"n_genes": 40})
 
 
@@ -124,17 +119,24 @@ def _engine_samples(model_dir, n_samples, batch_size, seed):
     return model, np.concatenate(drawn, axis=1)
 
 
-RULE_SETTINGS = {
-    "layer": None,
-    "unlabeled_category": None,
-    "n_samples": 2,
-    "batch_size": 100,
-    "seed": 3,
-    "alpha": 0.05,
-    "top_n": 10,
-    "min_cells": 10,
-    "cluster_resolution": 0.5,
-}
+def _rule_settings(labels_key) -> str:
+    """The rule's params: the criticism step's settings as the workflow passes them (text)."""
+    step = config.build(
+        config.CriticismStep,
+        {
+            "criticism": {
+                "n_samples": 2,
+                "batch_size": 100,
+                "alpha": 0.05,
+                "top_n": 10,
+                "min_cells": 10,
+                "cluster_resolution": 0.5,
+            },
+            "setup": {"layer": None, "labels_key": labels_key, "unlabeled_category": None},
+            "seed": 3,
+        },
+    )
+    return config.to_text(step)
 
 
 def _run_check(minified_model, tmp_path, labels_key):
@@ -147,7 +149,7 @@ def _run_check(minified_model, tmp_path, labels_key):
         "posterior_predictive_check.py",
         input={"model": str(minified_model / "minified"), "data": str(minified_model / "hvg.h5ad")},
         output=output,
-        settings=RULE_SETTINGS | {"labels_key": labels_key},
+        settings=_rule_settings(labels_key),
         log=tmp_path / "ppc.log",
     )
 
@@ -164,11 +166,9 @@ def test_posterior_predictive_check_rule_cv(minified_model, tmp_path):
     splits = model.adata.obs["split"].astype(str).to_numpy()
     for split in ("train", "validation"):
         mask = splits == split
-        expected = metrics.compare_cv(
-            metrics.cell_wise_cv(samples[:, mask]), metrics.cell_wise_cv(observed[mask])
-        )
+        expected = metrics.compare_cv(cell_wise_cv(samples[:, mask]), cell_wise_cv(observed[mask]))
         assert result["cell_wise"][split] == pytest.approx(expected | {"n_cells": mask.sum()})
-    expected = metrics.compare_cv(metrics.gene_wise_cv(samples), metrics.gene_wise_cv(observed))
+    expected = metrics.compare_cv(gene_wise_cv(samples), gene_wise_cv(observed))
     assert result["gene_wise"]["all"] == pytest.approx(expected | {"n_genes": 80})
     assert result["gene_wise"]["train"]["n_genes"] == 80
 
@@ -177,7 +177,7 @@ def test_posterior_predictive_check_rule_cv(minified_model, tmp_path):
 def test_posterior_predictive_check_rule_de(minified_model, tmp_path, labels_key):
     _run_check(minified_model, tmp_path, labels_key)
     table = pd.read_csv(tmp_path / "de.tsv", sep="\t")
-    assert list(table.columns) == list(metrics.DE_COLUMNS)
+    assert list(table.columns) == list(DE_COLUMNS)
     assert (np.diff(table["n_cells"]) <= 0).all() and (table["n_cells"] >= 10).all()
     summary = json.loads((tmp_path / "de.json").read_text())
     expected_grouping = "labels" if labels_key else "clusters"

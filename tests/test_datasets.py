@@ -12,20 +12,20 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scvi_hub_workflow import datasets
-from scvi_hub_workflow.config import model_settings
+from scvi_hub_workflow.config import model_settings, step_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
 
 
-def settings_for(**setup) -> dict:
+def settings_for(counts: str = "X", **setup):
     cfg = {
         "models": {
             "m": {
-                "dataset": {"source": "builtin:synthetic-iid"},
+                "dataset": {"source": "builtin:synthetic-iid", "counts": counts},
                 "model": {"class": "SCVI", "setup": setup},
             }
         }
     }
-    return model_settings(cfg, "m")
+    return step_settings(model_settings(cfg, "m"), "dataset")
 
 
 def small_adata(x=None) -> ad.AnnData:
@@ -76,8 +76,7 @@ def test_counts_from_raw_as_cellxgene_files_have_them(tmp_path):
     settings = settings_for()
     with pytest.raises(DatasetError, match="counts are not integers"):
         prepare_dataset(source, settings, tmp_path / "out.h5ad")
-    settings["dataset"]["counts"] = "raw.X"
-    prepare_dataset(source, settings, tmp_path / "out.h5ad")
+    prepare_dataset(source, settings_for(counts="raw.X"), tmp_path / "out.h5ad")
     assert ad.read_h5ad(tmp_path / "out.h5ad").X.sum() == small_adata().X.sum()
 
 
@@ -87,14 +86,13 @@ def test_counts_from_a_layer_and_setup_layer_kept(tmp_path):
     adata.X = sp.csr_matrix(adata.X.toarray() / 3)
     source = tmp_path / "in.h5ad"
     adata.write_h5ad(source)
-    settings = settings_for(layer="counts")
-    settings["dataset"]["counts"] = "layers/counts"
+    settings = settings_for(counts="layers/counts", layer="counts")
     prepare_dataset(source, settings, tmp_path / "out.h5ad")
     out = ad.read_h5ad(tmp_path / "out.h5ad")
     assert out.layers["counts"].sum() == small_adata().X.sum()
-    settings["dataset"]["counts"] = "layers/missing"
     with pytest.raises(DatasetError, match="layer 'missing'"):
-        prepare_dataset(source, settings, tmp_path / "out2.h5ad")
+        missing = settings_for(counts="layers/missing", layer="counts")
+        prepare_dataset(source, missing, tmp_path / "out2.h5ad")
 
 
 @pytest.mark.parametrize(

@@ -175,21 +175,41 @@ def test_every_rule_names_an_existing_env(rules):
 
 @cache
 def _module(name: str) -> ast.Module:
-    return ast.parse((PACKAGE_DIR / f"{name}.py").read_text())
+    """A package module by dotted name ("training", "criticism.check"; "criticism" is its
+    __init__)."""
+    path = PACKAGE_DIR.joinpath(*name.split("."))
+    file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    return ast.parse(file.read_text())
 
 
-def _package_target(node: ast.ImportFrom, alias: ast.alias) -> tuple[str, str | None] | None:
+def _package_of(module: str) -> list[str]:
+    """The dotted parts of the package a module sits in (a package is its own)."""
+    parts = [] if module == "__init__" else module.split(".")
+    return parts if PACKAGE_DIR.joinpath(*parts).is_dir() else parts[:-1]
+
+
+def _package_target(
+    node: ast.ImportFrom, alias: ast.alias, current: str = "__init__"
+) -> tuple[str, str | None] | None:
     """(module, name) inside scvi_hub_workflow that `from ... import alias` binds, if any."""
-    if node.level == 1 or (node.module or "").split(".")[0] == "scvi_hub_workflow":
-        mod = node.module or ""
-        mod = mod.removeprefix("scvi_hub_workflow").lstrip(".") if node.level == 0 else mod
-        if not mod:  # `from scvi_hub_workflow import training`: a whole module
-            return alias.name, None
-        return mod, alias.name
-    return None
+    if node.level == 0 and (node.module or "").split(".")[0] != "scvi_hub_workflow":
+        return None
+    if node.level:
+        base = _package_of(current)[: len(_package_of(current)) - (node.level - 1)]
+        parts = base + ((node.module or "").split(".") if node.module else [])
+    else:
+        parts = (node.module or "").split(".")[1:]
+    mod = ".".join(parts)
+    whole = PACKAGE_DIR.joinpath(*parts, alias.name)
+    if whole.is_dir() or whole.with_suffix(".py").is_file():
+        # `from scvi_hub_workflow import training`: a whole module
+        return ".".join([*parts, alias.name]), None
+    return mod or "__init__", alias.name
 
 
-def _imports_in(tree: ast.AST) -> tuple[set[str], set[tuple[str, str | None]]]:
+def _imports_in(
+    tree: ast.AST, current: str = "__init__"
+) -> tuple[set[str], set[tuple[str, str | None]]]:
     """Third-party top-level names and package (module, name) pairs imported anywhere in tree."""
     third, package = set(), set()
     for node in ast.walk(tree):
@@ -203,7 +223,7 @@ def _imports_in(tree: ast.AST) -> tuple[set[str], set[tuple[str, str | None]]]:
                     third.add(top)
         elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
-                target = _package_target(node, alias)
+                target = _package_target(node, alias, current)
                 if target:
                     package.add(target)
                 elif node.level == 0 and node.module:
@@ -236,7 +256,9 @@ def imports_of_script(script: Path) -> set[str]:
             continue
         seen.add((mod, name))
         tree = _module(mod)
-        top_third, top_package = _imports_in(ast.Module(body=_module_level(tree), type_ignores=[]))
+        top_third, top_package = _imports_in(
+            ast.Module(body=_module_level(tree), type_ignores=[]), mod
+        )
         third |= top_third
         todo |= top_package - seen
         defs = {
@@ -251,8 +273,11 @@ def imports_of_script(script: Path) -> set[str]:
             for stmt in _module_level(tree)
             if isinstance(stmt, ast.ImportFrom)
             for alias in stmt.names
-            if (target := _package_target(stmt, alias))
+            if (target := _package_target(stmt, alias, mod))
         }
+        # A name a package re-exports: follow it to where it is defined.
+        if name is not None and name not in defs and name in bindings:
+            todo.add(bindings[name])
         # Module-level tables of functions (`BUILTINS = {"x": make_x}`): using the table
         # reaches every function in it.
         tables = {
@@ -263,7 +288,7 @@ def imports_of_script(script: Path) -> set[str]:
             if isinstance(target, ast.Name)
         }
         for d in reached:
-            inner_third, inner_package = _imports_in(d)
+            inner_third, inner_package = _imports_in(d, mod)
             third |= inner_third
             todo |= inner_package - seen
             names = [n for n in ast.walk(d) if isinstance(n, ast.Name) and n.id != d.name]

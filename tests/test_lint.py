@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import ROOT, snakemake
+from helpers import ROOT, snakemake
 
 BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin" / "ruff").exists() else None
 

@@ -17,20 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-pytest.register_assert_rewrite("conftest_publish")  # its run_publish asserts the token is absent
-
-from conftest import TINY_CONFIG  # noqa: E402
-from conftest_publish import (  # noqa: E402
-    REPO_ROOT,
-    TOKEN,
-    assert_token_absent,
-    hub_env,
-    run_publish,
-)
-from scvi_hub_workflow import publish  # noqa: E402
-
-pytest_plugins = ["conftest_publish"]
+from helpers import ROOT, TINY_CONFIG, TOKEN, assert_token_absent, hub_env, run_publish
+from scvi_hub_workflow import publish
+from scvi_hub_workflow.config import section_settings
+from scvi_hub_workflow.layout import HUB_FILES
 
 TRANSFERS = ["xet", "lfs"]
 NO_VERIFY = {"verify": False}
@@ -63,7 +53,7 @@ def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
         assert receipt["published"] and receipt["new_commit"]
         assert receipt["commit"] == repo.head.oid
         assert receipt["url"] == f"{hub.url}/{repo_id}"
-        assert {f["path"] for f in receipt["files"]} == set(publish.HUB_FILES)
+        assert {f["path"] for f in receipt["files"]} == set(HUB_FILES)
         for entry in receipt["files"]:
             local = (model.hub_dir / entry["path"]).read_bytes()
             assert (entry["size"], entry["sha256"]) == (len(local), sha256(local))
@@ -244,7 +234,9 @@ def test_disabled_publishing_writes_the_manifest_only(tiny, tmp_path, monkeypatc
     monkeypatch.delenv("HF_TOKEN", raising=False)
     receipt_path = tmp_path / "publish.json"
 
-    receipt = publish.run(tiny.hub_dir, tiny.model_dir, {"enabled": False}, receipt_path)
+    receipt = publish.run(
+        tiny.hub_dir, tiny.model_dir, section_settings("publish", {"enabled": False}), receipt_path
+    )
 
     assert json.loads(receipt_path.read_text()) == receipt
     assert receipt["published"] is False
@@ -257,14 +249,14 @@ def test_manifest_is_exactly_the_hub_layout(tiny, tmp_path):
     folder = tmp_path / "copied-hub"
     shutil.copytree(tiny.hub_dir, folder)
     (folder / "notes.txt").write_text("not for the Hub")
-    assert sorted(f["path"] for f in publish.build_manifest(folder)) == sorted(publish.HUB_FILES)
+    assert sorted(f["path"] for f in publish.build_manifest(folder)) == sorted(HUB_FILES)
     (folder / "model.pt").unlink()
     with pytest.raises(publish.PublishError, match="lacks model.pt"):
         publish.build_manifest(folder)
 
 
 def test_files_over_the_size_limit_are_refused_before_any_upload(tiny, tmp_path):
-    settings = {"enabled": True, "repo_id": "alice/tiny"}
+    settings = section_settings("publish", {"enabled": True, "repo_id": "alice/tiny"})
     with pytest.raises(publish.PublishError, match="training_data_url") as error:
         publish.publish(tiny.hub_dir, tiny.model_dir, settings, TOKEN, max_file_bytes=10_000)
     assert "adata.h5ad" in str(error.value) and "model.pt" in str(error.value)
@@ -290,9 +282,9 @@ def test_token_is_read_from_env_or_login_and_stripped(no_stored_login, monkeypat
 
 def test_require_token_names_the_models_that_cannot_publish(no_stored_login):
     models = {
-        "pbmc": {"publish": {"enabled": True, "repo_id": "alice/pbmc"}},
-        "lung": {"publish": {"enabled": True, "repo_id": None}},
-        "heart": {"publish": {"enabled": False}},
+        "pbmc": section_settings("publish", {"enabled": True, "repo_id": "alice/pbmc"}),
+        "lung": section_settings("publish", {"enabled": True, "repo_id": None}),
+        "heart": section_settings("publish", {"enabled": False}),
     }
     with pytest.raises(ValueError) as error:
         publish.require_token_for(models)
@@ -306,7 +298,8 @@ def test_require_token_names_the_models_that_cannot_publish(no_stored_login):
 
 def test_require_token_passes_with_a_token(no_stored_login, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    publish.require_token_for({"pbmc": {"publish": {"enabled": True, "repo_id": "alice/pbmc"}}})
+    pbmc = section_settings("publish", {"enabled": True, "repo_id": "alice/pbmc"})
+    publish.require_token_for({"pbmc": pbmc})
 
 
 def test_redact_removes_the_token_in_any_form():
@@ -332,7 +325,7 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     command = [
         str(Path(sys.executable).with_name("snakemake")),
         "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
+        str(ROOT / "Snakefile"),
         # One job at a time: the offline Xet store (local://) is a database that only one
         # process can open; the real Hub's Xet service has no such limit.
         "--cores",

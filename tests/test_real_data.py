@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 import scvi.hub
-from conftest import ROOT, SHARED, snakemake
+from helpers import ROOT, SHARED, snakemake
 
 DATA = SHARED / "data" / "cellbench_5batch.h5ad"
 

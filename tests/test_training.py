@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from scvi_hub_workflow.config import model_settings
+from scvi_hub_workflow.layout import latent_keys
 from scvi_hub_workflow.training import (
     AcceleratorError,
     choose_accelerator,
     history_table,
-    latent_keys,
     model_kwargs,
     setup_kwargs,
 )
@@ -34,7 +35,20 @@ def test_gpu_required_without_gpu_fails_clearly():
 
 
 def test_setup_and_model_arguments_per_class():
-    setup = {"layer": None, "batch_key": "b", "labels_key": "l", "unlabeled_category": "u"}
+    setup = model_settings(
+        {
+            "models": {
+                "m": {
+                    "dataset": {"source": "builtin:synthetic-iid"},
+                    "model": {
+                        "class": "SCANVI",
+                        "setup": {"batch_key": "b", "labels_key": "l", "unlabeled_category": "u"},
+                    },
+                }
+            }
+        },
+        "m",
+    ).model.setup
     assert "unlabeled_category" not in setup_kwargs(setup, "SCVI")
     assert setup_kwargs(setup, "SCANVI")["unlabeled_category"] == "u"
     assert "linear_classifier" not in model_kwargs({"linear_classifier": True}, "SCVI")

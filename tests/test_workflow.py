@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-from conftest import SHARED, TINY_CONFIG, snakemake
-from scvi_hub_workflow.hub import HUB_FILES
+from helpers import SHARED, TINY_CONFIG, snakemake
+from scvi_hub_workflow.layout import HUB_FILES
 
 MODELS = ("tiny-scvi", "tiny-scanvi")
 

@@ -1,26 +1,102 @@
-"""Fixtures for the publishing tests: tiny hub folders, a loopback Hub, a publish runner.
-
-Loaded with ``pytest_plugins = ["conftest_publish"]`` from tests/test_publish.py. The publish
-step runs in a subprocess because huggingface_hub reads ``HF_ENDPOINT`` once, at import.
-"""
+"""Helpers the tests share: paths, running Snakemake, builders of tiny models and hub folders,
+and the publish runner. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+import anndata
+import numpy as np
+import pandas as pd
 from hub_server import HubServer
+from scipy import sparse
+from scvi_hub_workflow import training
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.yaml"
+SHARED = ROOT.parent / "shared"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # A fresh, realistic-looking token per session, so grepping for it means something.
 TOKEN = "hf_" + secrets.token_hex(17)
+
+
+def snakemake(*args: str, workdir: Path, env: dict | None = None, timeout: int = 900):
+    """Run Snakemake on this repository's Snakefile in `workdir`; return the CompletedProcess."""
+    command = [
+        *SNAKEMAKE,
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        "none",
+        *args,
+    ]
+    return subprocess.run(
+        command,
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# --- criticism: a tiny trained, minified SCVI model and its counts on disk ---------------
+
+
+def simulate_counts(n_cells=360, n_genes=80, n_labels=4, n_batches=2, seed=0) -> anndata.AnnData:
+    """Negative-binomial counts with per-label marker genes and a mild batch effect."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_labels, n_cells)
+    batches = rng.integers(0, n_batches, n_cells)
+    base = rng.gamma(0.8, 1.0, n_genes)
+    label_effect = np.exp(rng.normal(0, 0.3, (n_labels, n_genes)))
+    for k in range(n_labels):  # a handful of strong markers per label
+        label_effect[k, rng.choice(n_genes, 6, replace=False)] *= 6
+    batch_effect = np.exp(rng.normal(0, 0.1, (n_batches, n_genes)))
+    size = rng.lognormal(0, 0.3, n_cells)[:, None]
+    mean = base * label_effect[labels] * batch_effect[batches] * size
+    counts = rng.negative_binomial(5, 5 / (5 + mean)).astype(np.float32)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical([f"type_{k}" for k in labels]),
+            "batch": pd.Categorical([f"b{b}" for b in batches]),
+        },
+        index=[f"cell_{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame(index=[f"gene_{j}" for j in range(n_genes)])
+    return anndata.AnnData(X=sparse.csr_matrix(counts), obs=obs, var=var)
+
+
+def build_minified_model(adata: anndata.AnnData, out: Path, *, layer=None, max_epochs=3) -> Path:
+    """Train a tiny SCVI model, write counts to ``out/hvg.h5ad`` and the minified model to
+    ``out/minified`` with the model's train/validation split in ``obs["split"]``."""
+    import scvi
+
+    scvi.settings.seed = 0
+    adata = adata.copy()
+    if layer is not None:
+        adata.layers[layer] = adata.X.copy()
+        adata.X = sparse.csr_matrix(adata.shape, dtype=np.float32)
+    adata.write_h5ad(out / "hvg.h5ad")
+    scvi.model.SCVI.setup_anndata(adata, layer=layer, batch_key="batch", labels_key="cell_type")
+    model = scvi.model.SCVI(adata, n_latent=5, n_hidden=32)
+    model.train(max_epochs=max_epochs, train_size=0.8, enable_progress_bar=False)
+    # The workflow's own steps: record the split, then minify (train and minify rules).
+    training.record_split(model, adata)
+    training.minify(model)
+    model.save(out / "minified", save_anndata=True, overwrite=True)
+    return out
+
+
+# --- publishing: tiny hub folders and the publish command line ---------------------------
 
 
 def build_hub_folder(out: Path, seed: int) -> tuple[Path, Path]:
@@ -58,32 +134,6 @@ def build_hub_folder(out: Path, seed: int) -> tuple[Path, Path]:
 class TinyModel:
     model_dir: Path
     hub_dir: Path
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> dict[str, TinyModel]:
-    """Two trained models ("pbmc" and "lung" stand-ins) with their hub folders."""
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {
-        name: TinyModel(*build_hub_folder(root / name, seed))
-        for name, seed in (("pbmc", 0), ("lung", 1))
-    }
-
-
-@pytest.fixture
-def tiny(tiny_models, tmp_path) -> TinyModel:
-    """A private copy of one tiny model, safe to edit."""
-    src = tiny_models["pbmc"]
-    copy = TinyModel(tmp_path / "model", tmp_path / "hub")
-    shutil.copytree(src.model_dir, copy.model_dir)
-    shutil.copytree(src.hub_dir, copy.hub_dir)
-    return copy
-
-
-@pytest.fixture
-def hub(tmp_path):
-    with HubServer(tmp_path / "hub-storage", TOKEN, user="alice") as server:
-        yield server
 
 
 @dataclass
@@ -144,9 +194,7 @@ def run_publish(
         *extra_args,
     ]
     env = {**hub_env(hub, workdir / "hf-home", transfer, token), **(env or {})}
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT
-    )
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     output = done.stdout + done.stderr
     (workdir / "publish.log").write_text(output)
     for secret in {TOKEN, token} - {None}:
