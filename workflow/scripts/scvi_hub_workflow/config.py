@@ -272,11 +272,19 @@ class DatasetStep:
     setup: Setup
     seed: int  # train.seed: also seeds `dataset.subsample_cells`
 
+    @classmethod
+    def of(cls, s: ModelSettings) -> DatasetStep:
+        return cls(s.name, s.dataset, s.model.setup, s.train.seed)
+
 
 @dataclass(frozen=True)
 class HvgStep:
     hvg: HvgSettings
     setup: Setup
+
+    @classmethod
+    def of(cls, s: ModelSettings) -> HvgStep:
+        return cls(s.hvg, s.model.setup)
 
 
 @dataclass(frozen=True)
@@ -285,12 +293,20 @@ class TrainStep:
     model: ModelSpec
     train: TrainSettings
 
+    @classmethod
+    def of(cls, s: ModelSettings) -> TrainStep:
+        return cls(s.name, s.model, s.train)
+
 
 @dataclass(frozen=True)
 class CriticismStep:
     criticism: CriticismSettings
     setup: Setup
     seed: int  # train.seed
+
+    @classmethod
+    def of(cls, s: ModelSettings) -> CriticismStep:
+        return cls(s.criticism, s.model.setup, s.train.seed)
 
 
 @dataclass(frozen=True)
@@ -301,16 +317,14 @@ class CardStep:
     card: CardSettings
     setup: Setup
 
+    @classmethod
+    def of(cls, s: ModelSettings) -> CardStep:
+        return cls(s.name, s.description, s.tissues, s.card, s.model.setup)
 
-STEPS: dict[str, typing.Callable[[ModelSettings], typing.Any]] = {
-    "dataset": lambda s: DatasetStep(s.name, s.dataset, s.model.setup, s.train.seed),
-    "hvg": lambda s: HvgStep(s.hvg, s.model.setup),
-    "train": lambda s: TrainStep(s.name, s.model, s.train),
-    "criticism": lambda s: CriticismStep(s.criticism, s.model.setup, s.train.seed),
-    "card": lambda s: CardStep(s.name, s.description, s.tissues, s.card, s.model.setup),
-    "publish": lambda s: s.publish,
-}
-_STEP_TYPES = {
+
+# The step names rules ask for (`settings_of("train")`) and the class of their settings;
+# publishing needs its own section only.
+STEPS: dict[str, type] = {
     "dataset": DatasetStep,
     "hvg": HvgStep,
     "train": TrainStep,
@@ -322,19 +336,20 @@ _STEP_TYPES = {
 
 def step_settings(settings: ModelSettings, step: str):
     """The settings the rule of `step` reads (one of the `*Step` classes, or PublishSettings)."""
-    return STEPS[step](settings)
+    cls = STEPS[step]
+    return settings.publish if cls is PublishSettings else cls.of(settings)
 
 
 def to_text(settings) -> str:
     """Stable text of a step's settings (sorted keys), for Snakemake params."""
-    step = next(name for name, cls in _STEP_TYPES.items() if type(settings) is cls)
+    step = next(name for name, cls in STEPS.items() if type(settings) is cls)
     return json.dumps({"step": step, "settings": as_dict(settings)}, sort_keys=True)
 
 
 def from_text(text: str):
     """The settings object `to_text` wrote."""
     data = json.loads(text)
-    return build(_STEP_TYPES[data["step"]], data["settings"])
+    return build(STEPS[data["step"]], data["settings"])
 
 
 def as_dict(settings) -> dict:
