@@ -149,6 +149,22 @@ def test_a_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def test_a_reordered_config_reruns_nothing(tiny_run, tmp_path):
+    # Snakemake compares each rule's params as text; the settings text must not follow the
+    # order of keys in the config file.
+    def reversed_keys(value):
+        if isinstance(value, dict):
+            return {k: reversed_keys(value[k]) for k in reversed(list(value))}
+        return value
+
+    path = tmp_path / "reordered.yaml"
+    cfg = reversed_keys(yaml.safe_load(TINY_CONFIG.read_text()))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    result = snakemake("-n", "--cores", "1", "--configfile", str(path), workdir=tiny_run)
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
 def test_adding_a_model_runs_only_the_new_models_jobs(tiny_run, tmp_path):
     cfg = yaml.safe_load(TINY_CONFIG.read_text())
     cfg["models"]["another-tissue"] = cfg["models"]["tiny-scvi"]
