@@ -16,11 +16,8 @@ from snakemake.utils import min_version
 min_version("9.4.0")
 
 
-# A config file given with --configfile replaces the default one instead of being merged
-# into it, so a run trains exactly the models that file lists.
-if not config.get("models"):
-
-    configfile: "config/config.yaml"
+# The config (config/config.yaml, or the files given with --configfile instead) is read and
+# checked in workflow/rules/common.smk, before any job runs.
 
 
 report: "workflow/report/workflow.rst"

@@ -6,10 +6,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from scvi_hub_workflow import config as config_model
+from scvi_hub_workflow.config_files import check_config_files, read_config_file
 from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
 
-# Validate the whole config now, before any job runs; errors name the offending key.
+DEFAULT_CONFIG = "config/config.yaml"
+
+# Files given with --configfile replace the default config instead of being merged into it, so
+# a run trains exactly the models they list. Decided by the command line, not by the config's
+# content: a given file whose `models:` is empty is an error, never the default models.
+if not workflow.overwrite_configfiles:
+    try:
+        read_config_file(DEFAULT_CONFIG)  # a YAML error names the file and line
+    except config_model.ConfigError as error:
+        raise WorkflowError(str(error)) from None
+
+    configfile: DEFAULT_CONFIG
+
+
+# Validate the whole config now, before any job runs; errors name the offending key or file.
 try:
+    check_config_files(workflow.configfiles, config)
     MODELS = config_model.resolve(config)
 except config_model.ConfigError as error:
     raise WorkflowError(str(error)) from None
@@ -24,6 +40,28 @@ if _publishing:
         require_token_for({name: s.publish for name, s in _publishing.items()})
     except ValueError as error:
         raise WorkflowError(str(error)) from None
+
+
+def warn_of_missing_gpu():
+    """Say before the first job, not after the dataset and HVG jobs, that training will fail."""
+    from scvi_hub_workflow.training import models_missing_a_gpu
+
+    if not models_missing_a_gpu(MODELS, cuda_available=False):
+        return  # torch costs seconds to import: only when a model requires a GPU
+    import torch
+
+    for name in models_missing_a_gpu(MODELS, torch.cuda.is_available()):
+        logger.warning(
+            f"models.{name}.train.accelerator is 'gpu' but this machine has no CUDA GPU and "
+            "the jobs run locally: its train job will fail. Run with a cluster profile, set "
+            "train.accelerator: auto, or train.allow_cpu_fallback: true."
+        )
+
+
+onstart:
+    # Jobs on a cluster train where the scheduler puts them; only a local run trains here.
+    if workflow.local_exec:
+        warn_of_missing_gpu()
 
 
 wildcard_constraints:

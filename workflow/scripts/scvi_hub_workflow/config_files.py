@@ -1,0 +1,84 @@
+"""Reading the workflow's YAML config files strictly.
+
+PyYAML keeps the last of two equal keys in a mapping, so a model pasted twice under `models:`
+silently trains one of them. Here a duplicate key, a syntax error or a missing file is a
+ConfigError naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import ConfigError
+
+
+class _DuplicateKey(yaml.MarkedYAMLError):
+    pass
+
+
+class StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys in a mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges may override, as YAML intends
+                key = self.construct_object(key_node, deep=True)
+                if key in first_line:
+                    raise _DuplicateKey(
+                        problem=f"duplicate key {key!r} (first set on line {first_line[key]})",
+                        problem_mark=key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, StrictLoader.construct_mapping
+)
+
+
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The content of a YAML (or JSON) config file; ConfigError naming file and line if bad."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = error.problem or "syntax error"
+        if not isinstance(error, _DuplicateKey):
+            problem = f"not valid YAML: {problem}"
+        raise ConfigError(f"config file {where}: {problem}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path}: not valid YAML: {error}") from None
+
+
+def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
+    """Every config file the run read is strict YAML, and together they list some models.
+
+    Snakemake has already loaded (and merged) the files into ``config``; this names the file
+    and line of what its loader lets through, and the files when no model is listed.
+    """
+    for path in paths:
+        read_config_file(path)
+    models = config.get("models")
+    if not isinstance(models, dict) or not models:
+        files = ", ".join(str(p) for p in paths) or "no config file"
+        state = "is empty" if "models" in config else "is missing"
+        raise ConfigError(
+            f"config key models {state} in {files}: list at least one model under `models:` "
+            "(a file given with --configfile replaces config/config.yaml, it is not merged into it)"
+        )
