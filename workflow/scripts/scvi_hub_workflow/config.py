@@ -179,6 +179,7 @@ class ModelSpec:
 
     model_class: str = field(metadata={"key": "class"})
     from_scvi: bool
+    every_cell_labelled: bool
     params: dict  # constructor arguments the config sets (key-sorted); open-ended on purpose
     setup: Setup
 
@@ -271,10 +272,13 @@ class DatasetStep:
     dataset: DatasetSettings
     setup: Setup
     seed: int  # train.seed: also seeds `dataset.subsample_cells`
+    model_class: str  # model.class and model.every_cell_labelled: what the labels must hold
+    every_cell_labelled: bool
 
     @classmethod
     def of(cls, s: ModelSettings) -> DatasetStep:
-        return cls(s.name, s.dataset, s.model.setup, s.train.seed)
+        m = s.model
+        return cls(s.name, s.dataset, m.setup, s.train.seed, m.model_class, m.every_cell_labelled)
 
 
 @dataclass(frozen=True)
@@ -458,6 +462,14 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
             problems.append(f"{key}.model.params.linear_classifier: only SCANVI has a classifier")
         if setup.get("unlabeled_category") is not None:
             problems.append(f"{key}.model.setup.unlabeled_category: only SCANVI uses it")
+        if model.get("every_cell_labelled"):
+            problems.append(f"{key}.model.every_cell_labelled: only SCANVI uses it")
+    train = s["train"]
+    if train["early_stopping"] and train["train_size"] >= 1:
+        problems.append(
+            f"{key}.train.train_size: 1 leaves no validation cells, which "
+            f"{key}.train.early_stopping needs; lower train_size or set early_stopping: false"
+        )
     source = parse_source(s["dataset"]["source"], s["dataset"].get("sha256"))
     if source.kind == "builtin" and source.location not in BUILTIN_DATASETS:
         problems.append(

@@ -253,6 +253,73 @@ def _check_obs(obs: pd.DataFrame, setup: Setup, where: str) -> None:
         )
 
 
+# Names listed in an error message; the count says how many more there are.
+MAX_LISTED = 5
+
+
+def _listed(names, limit: int = MAX_LISTED) -> str:
+    names = list(names)
+    shown = ", ".join(repr(str(n)) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_cells(obs: pd.DataFrame, settings: DatasetStep, where: str) -> None:
+    """Checks of the cells the model trains on (after subsampling), on the obs table alone."""
+    check_unique_obs_names(obs.index, where)
+    if settings.model_class == "SCANVI":
+        check_scanvi_labels(
+            obs[settings.setup.labels_key],
+            column=settings.setup.labels_key,
+            unlabeled_category=settings.setup.unlabeled_category,
+            every_cell_labelled=settings.every_cell_labelled,
+            where=where,
+        )
+
+
+def check_unique_obs_names(names: pd.Index, where: str) -> None:
+    """Cells are matched by obs name when a published model is verified (and by users)."""
+    duplicated = names[names.duplicated(keep=False)]
+    if len(duplicated):
+        unique = pd.unique(duplicated)
+        raise DatasetError(
+            f"{where}: {len(duplicated)} cells share {len(unique)} obs names "
+            f"({_listed(unique)}); cell names (obs_names) must be unique: make them unique "
+            "in the file, e.g. with AnnData.obs_names_make_unique()"
+        )
+
+
+def check_scanvi_labels(
+    labels: pd.Series,
+    *,
+    column: str,
+    unlabeled_category: str,
+    every_cell_labelled: bool,
+    where: str,
+) -> None:
+    """SCANVI's labels: the unlabelled category is present (or the user says every cell is
+    labelled), and at least two annotated cell types remain for the classifier."""
+    counts = labels.astype(str).value_counts()
+    present = f"categories present: {_listed(counts.index, 20)}"
+    if unlabeled_category not in counts.index and not every_cell_labelled:
+        raise DatasetError(
+            f"{where}: model.setup.unlabeled_category {unlabeled_category!r} is not a category of "
+            f"obs column {column!r} (model.setup.labels_key); {present}. Fix its spelling, or "
+            "set model.every_cell_labelled: true if no cell is unannotated"
+        )
+    known = counts.drop(unlabeled_category, errors="ignore")
+    if known.empty:
+        raise DatasetError(
+            f"{where}: every cell is labelled {unlabeled_category!r} "
+            "(model.setup.unlabeled_category); SCANVI needs some annotated cells"
+        )
+    if len(known) < 2:
+        raise DatasetError(
+            f"{where}: obs column {column!r} (model.setup.labels_key) has one annotated cell "
+            f"type ({_listed(known.index)}); SCANVI's classifier needs at least two. Use SCVI "
+            "for data of a single cell type"
+        )
+
+
 def prepare_dataset(source_path: str | Path, settings: DatasetStep, out_path: str | Path) -> dict:
     """Read a dataset, validate it against the model's settings, write the canonical copy.
 
@@ -297,14 +364,7 @@ def prepare_dataset(source_path: str | Path, settings: DatasetStep, out_path: st
         clean = clean[keep].copy()
     for key in setup.categorical_columns():
         clean.obs[key] = clean.obs[key].astype(str).astype("category")
-    if setup.unlabeled_category is not None:
-        labels = clean.obs[setup.labels_key]
-        known = (labels != setup.unlabeled_category).sum()
-        if known == 0:
-            raise DatasetError(
-                f"{where}: every cell is labelled {setup.unlabeled_category!r} "
-                "(model.setup.unlabeled_category); SCANVI needs some annotated cells"
-            )
+    check_cells(clean.obs, settings, where)
     with atomic_path(out_path) as tmp:
         clean.write_h5ad(tmp)
     return {
