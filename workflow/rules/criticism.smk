@@ -1,3 +1,21 @@
+# Before training: the labelled groups the DE benchmark will compare (a criticism.min_cells that
+# leaves fewer than two cell types stops here, not after training). Reads the obs table only.
+rule de_groups:
+    input:
+        "results/{model}/hvg.h5ad",
+    output:
+        "results/{model}/criticism/groups.json",
+    log:
+        "logs/{model}/de_groups.log",
+    localrule: True
+    conda:
+        "../../envs/scvi.yaml"
+    params:
+        settings=settings_of("criticism"),
+    script:
+        "../scripts/plan_de_groups.py"
+
+
 # One job for both checks: the coefficient-of-variation metrics and the DE benchmark are
 # computed from the same posterior predictive samples, drawn once, minibatch by minibatch.
 rule posterior_predictive_check:
@@ -18,6 +36,8 @@ rule posterior_predictive_check:
             labels={"model": "{model}", "metric": "differential expression"},
         ),
         de_summary="results/{model}/criticism/de.json",
+        # every cell's label or Leiden cluster, so each DE row can be traced to its cells
+        cells="results/{model}/criticism/cells.tsv",
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:

@@ -1,6 +1,8 @@
 rule train:
     input:
         "results/{model}/hvg.h5ad",
+        # Checked before training; ancient: a new criticism.min_cells re-plans, never retrains.
+        de_groups=ancient("results/{model}/criticism/groups.json"),
     output:
         model=directory("results/{model}/model"),
         history=report(

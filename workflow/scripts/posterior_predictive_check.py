@@ -4,7 +4,7 @@ from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
-    from scvi_hub_workflow.criticism import posterior_predictive_check
+    from scvi_hub_workflow.criticism import posterior_predictive_check, read_obs
 
     grouping, cv, table, summary = posterior_predictive_check(
         snakemake.input.model,  # noqa: F821
@@ -14,10 +14,18 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         n_workers=snakemake.threads,  # noqa: F821
     )
     log.info(
-        "DE groups from %s %r: %d groups", grouping.grouping, grouping.key, len(grouping.names)
+        "DE groups from %s %r: %d groups; left out (under criticism.min_cells): %s",
+        grouping.grouping,
+        grouping.key,
+        len(grouping.names),
+        grouping.left_out or "none",
     )
     write_json(snakemake.output.cv, cv)  # noqa: F821
     with atomic_path(snakemake.output.de_table) as tmp:  # noqa: F821
         table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
     write_json(snakemake.output.de_summary, summary)  # noqa: F821
+    with atomic_path(snakemake.output.cells) as tmp:  # noqa: F821
+        # the model's cells are those of its data file, in the same order
+        cells = grouping.cells(read_obs(snakemake.input.data).index)  # noqa: F821
+        cells.to_csv(tmp, sep="\t", index=False)
     log.info("cell-wise CV: %s", cv["cell_wise"])

@@ -142,11 +142,25 @@ def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -
 
 
 def _de_table(de: dict) -> str:
+    """The DE table, or why there is none; and the groups left out for their size."""
+    if de.get("absent_reason"):
+        return f"Not computed: {de['absent_reason']}."
     columns = CARD_DE_COLUMNS
     lines = ["| Index | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for row in de["groups"]:
         lines.append(f"| {row['group']} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
+    table = "\n".join(lines)
+    return table + _left_out(de)
+
+
+def _left_out(de: dict) -> str:
+    if not de.get("left_out"):
+        return ""
+    groups = ", ".join(f"{g['group']} ({g['n_cells']} cells)" for g in de["left_out"])
+    return (
+        f"\n\nLeft out, with fewer than {de.get('min_cells')} cells (criticism.min_cells): "
+        f"{groups}."
+    )
 
 
 def _json_block(data: dict) -> str:

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .config import Setup, TrainSettings, TrainStep
+from .config import ModelSettings, Setup, TrainSettings, TrainStep
 from .layout import SPLIT_COLUMN, SPLIT_LABELS, latent_keys
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,17 @@ def choose_accelerator(requested: str, allow_cpu_fallback: bool, cuda_available:
     if requested == "gpu":
         log.warning("no GPU visible; train.allow_cpu_fallback is true, so training on the CPU")
     return "cpu"
+
+
+def models_missing_a_gpu(models: dict[str, ModelSettings], cuda_available: bool) -> list[str]:
+    """Models whose training will fail on this machine: `accelerator: gpu` without fallback."""
+    if cuda_available:
+        return []
+    return sorted(
+        name
+        for name, s in models.items()
+        if s.train.accelerator == "gpu" and not s.train.allow_cpu_fallback
+    )
 
 
 def setup_kwargs(setup: Setup, model_class: str) -> dict:

@@ -20,11 +20,16 @@ samples), ``nonzeros`` (blocks as non-zero entries), ``accumulators`` (CV and DE
 from .accumulators import DEFAULT_MEMORY_BUDGET, CoefficientOfVariation, DifferentialExpression
 from .check import SAMPLE_DENSITY_MARGIN, criticise, default_workers, posterior_predictive_check
 from .grouping import (
+    MIN_DE_GROUPS,
     Grouping,
+    GroupsError,
+    check_label_groups,
     cluster_groups,
     knn_graph,
     label_groups,
     latent_means,
+    plan_groups,
+    read_obs,
     resolve_groups,
 )
 from .nonzeros import Nonzeros
@@ -35,14 +40,17 @@ from .tables import de_summary, de_table
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
+    "MIN_DE_GROUPS",
     "SAMPLE_DENSITY_MARGIN",
     "CoefficientOfVariation",
     "CountLikelihood",
     "DifferentialExpression",
     "Grouping",
+    "GroupsError",
     "Nonzeros",
     "ObservedCounts",
     "cell_splits",
+    "check_label_groups",
     "cluster_groups",
     "criticise",
     "de_summary",
@@ -55,7 +63,9 @@ __all__ = [
     "likelihood_blocks",
     "load_minified_model",
     "negative_binomial",
+    "plan_groups",
     "posterior_predictive_check",
+    "read_obs",
     "resolve_groups",
     "sample_rng",
     "stream",

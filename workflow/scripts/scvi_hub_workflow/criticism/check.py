@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
 import pandas as pd
 
 from ..config import CriticismStep
+from ..layout import DE_COLUMNS
 from .accumulators import DEFAULT_MEMORY_BUDGET, CoefficientOfVariation, DifferentialExpression
 from .grouping import Grouping, resolve_groups
 from .observed import ObservedCounts, cell_splits, load_minified_model
 from .stream import stream
 from .tables import de_summary, de_table
+
+log = logging.getLogger(__name__)
 
 # Posterior samples of a fitted model are about as sparse as the data; the DE store plans its
 # gene chunks from the observed non-zeros with this margin for sparser-fitting models.
@@ -44,35 +48,44 @@ def criticise(
     The de.tsv table has one row per group, sorted by n_cells (descending). Results do not
     depend on ``n_workers`` (threads; default: all CPUs of this process).
     """
-    if not grouping.names:
-        raise ValueError("no group has enough cells for differential expression")
     n_workers = n_workers or default_workers()
+    reason = grouping.absent_reason
+    if reason:
+        log.warning("no DE benchmark: %s", reason)
     with (
         tempfile.TemporaryDirectory(prefix="de_store_", dir=tmp_dir) as store,
         ObservedCounts(counts_path, layer) as observed,
     ):
         n_genes = observed.shape[1]
         cv = CoefficientOfVariation(cell_splits(model), n_samples, n_genes)
-        de = DifferentialExpression(
-            grouping.codes,
-            len(grouping.names),
-            n_samples,
-            observed.nonzeros_per_gene() * SAMPLE_DENSITY_MARGIN + 1,
-            store,
-            memory_budget_bytes,
-            n_workers,
+        de = (
+            None
+            if reason
+            else DifferentialExpression(
+                grouping.codes,
+                len(grouping.names),
+                n_samples,
+                observed.nonzeros_per_gene() * SAMPLE_DENSITY_MARGIN + 1,
+                store,
+                memory_budget_bytes,
+                n_workers,
+            )
         )
         stream(
             model,
             observed,
-            [cv, de],
+            [cv] if de is None else [cv, de],
             n_samples=n_samples,
             batch_size=batch_size,
             seed=seed,
             n_workers=n_workers,
         )
-        observed_de, *sample_de = de.results()
-    table = de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
+        observed_de, *sample_de = de.results() if de else (None,)
+    table = (
+        pd.DataFrame(columns=list(DE_COLUMNS))
+        if de is None
+        else de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
+    )
     summary = de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
     return {"n_samples": n_samples, "seed": seed} | cv.result(), table, summary
 

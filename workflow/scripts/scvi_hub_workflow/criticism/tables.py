@@ -22,7 +22,14 @@ def de_summary(grouping: Grouping, table: pd.DataFrame, **settings) -> dict:
         "top_n": settings["top_n"],
         "n_samples": settings["n_samples"],
         "normalisation": metrics.NORMALISATION,
+        "min_cells": grouping.min_cells,
+        # No numbers when there is nothing to compare: the reason instead.
+        "absent_reason": grouping.absent_reason,
         "groups": table.to_dict(orient="records"),
+        "left_out": [
+            {"group": group, "n_cells": n}
+            for group, n in sorted(grouping.left_out.items(), key=lambda item: -item[1])
+        ],
     }
 
 
