@@ -8,7 +8,7 @@ tree, paths-info, file resolve (HEAD/GET with the headers the client requires) a
 
 Faults are injected through Python hooks on :class:`HubServer` (tests run the client in a
 subprocess and the server in a thread of the test process):
-``fail_commits``, ``drop_uploads``, ``push_before_next_commit``.
+``fail_commits`` (with ``echo_authorization``), ``drop_uploads``, ``push_before_next_commit``.
 """
 
 from __future__ import annotations
@@ -161,6 +161,8 @@ class HubServer:
         self.state = HubState(Path(storage), {token: user})
         self.user = user
         self.fail_commits: list[int] = []  # status codes for the next commits, one each
+        # failed commits echo the request's Authorization header in their body (a leaky proxy)
+        self.echo_authorization = False
         self.drop_uploads = 0  # drop this many upload connections halfway through
         self.push_before_next_commit: dict[str, bytes] | None = None  # another writer's files
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -558,9 +560,10 @@ class _Handler(BaseHTTPRequestHandler):
         header = next(line["value"] for line in lines if line["key"] == "header")
         if self.hub.fail_commits:
             status = self.hub.fail_commits.pop(0)
-            raise HttpError(
-                status, "Internal Error - We're working hard to fix this as soon as possible!"
-            )
+            message = "Internal Error - We're working hard to fix this as soon as possible!"
+            if self.hub.echo_authorization:
+                message += f" (request header Authorization: {self.headers.get('Authorization')})"
+            raise HttpError(status, message)
         with self.state.lock:
             if self.hub.push_before_next_commit is not None:
                 self._apply(the_repo, "someone else's push", self.hub.push_before_next_commit)

@@ -20,15 +20,17 @@ from .commit import commit_hub_folder, is_transient, remote_differences
 from .errors import PublishError
 from .manifest import HUB_MAX_FILE_BYTES, build_manifest, check_sizes, manifest_receipt
 from .step import publish, run
-from .token import find_token, redact, require_token_for
-from .verify import LATENT_TOLERANCE, verify_pull
+from .token import find_token, redact, require_token_for, token_redacted
+from .verify import LATENT_TOLERANCE, VERIFY_CELLS, check_verifiable, verify_pull
 
 __all__ = [
     "HUB_MAX_FILE_BYTES",
     "LATENT_TOLERANCE",
+    "VERIFY_CELLS",
     "PublishError",
     "build_manifest",
     "check_sizes",
+    "check_verifiable",
     "commit_hub_folder",
     "find_token",
     "is_transient",
@@ -38,5 +40,6 @@ __all__ = [
     "remote_differences",
     "require_token_for",
     "run",
+    "token_redacted",
     "verify_pull",
 ]

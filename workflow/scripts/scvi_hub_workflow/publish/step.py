@@ -19,8 +19,8 @@ from .manifest import (
     now,
     public_files,
 )
-from .token import find_token, redact
-from .verify import verify_pull
+from .token import find_token, redact, token_redacted
+from .verify import VERIFY_CELLS, check_verifiable, verify_pull
 
 log = logging.getLogger("scvi_hub_workflow.publish")
 
@@ -45,6 +45,9 @@ def publish(
     hub_dir = Path(hub_dir)
     manifest = build_manifest(hub_dir)
     check_sizes(manifest, max_file_bytes)
+
+    if settings.verify:
+        check_verifiable(hub_dir, model_dir, VERIFY_CELLS)
 
     api = HfApi(token=token)
     user = _whoami(api)
@@ -108,7 +111,8 @@ def run(
         if token is None:
             raise PublishError("publishing is enabled but no token: set HF_TOKEN or log in")
         try:
-            receipt = publish(hub_dir, model_dir, settings, token, **options)
+            with token_redacted(token):
+                receipt = publish(hub_dir, model_dir, settings, token, **options)
         except PublishError as error:
             raise PublishError(redact(str(error), token)) from None
         except Exception as error:

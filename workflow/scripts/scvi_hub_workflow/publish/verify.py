@@ -4,11 +4,50 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .errors import PublishError
 
 LATENT_TOLERANCE = 1e-4
+# Cells whose latent representation verification compares after pulling.
+VERIFY_CELLS = 64
+
+
+def _obs_names(path: Path) -> list[str]:
+    import anndata
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return [str(name) for name in anndata.io.read_elem(handle["obs"]).index]
+
+
+def check_verifiable(hub_dir: Path, model_dir: str | os.PathLike, n_cells: int) -> None:
+    """Before the commit: what ``verify_pull`` will need, so a commit is never left unverifiable.
+
+    Verification matches cells by obs name: the names must be unique in the published and in
+    the local data, and the first ``n_cells`` published cells must be local ones.
+    """
+    published, local = hub_dir / "adata.h5ad", Path(model_dir) / "adata.h5ad"
+    if not local.is_file():
+        raise PublishError(f"verification needs the trained model's data: {local} is missing")
+    names = {}
+    for path in (published, local):
+        names[path] = _obs_names(path)
+        duplicated = sorted({n for n, count in Counter(names[path]).items() if count > 1})
+        if duplicated:
+            raise PublishError(
+                f"{path}: obs names are not unique ({', '.join(map(repr, duplicated[:5]))}); "
+                "verification matches cells by name. Nothing was published"
+            )
+    known = set(names[local])
+    missing = [n for n in names[published][:n_cells] if n not in known]
+    if missing:
+        raise PublishError(
+            f"{published}: cells {missing[:3]} are not in the local model's data {local}; "
+            "nothing was published"
+        )
 
 
 def verify_pull(
@@ -16,7 +55,7 @@ def verify_pull(
     commit: str,
     model_dir: str | os.PathLike,
     token: str,
-    n_cells: int = 64,
+    n_cells: int = VERIFY_CELLS,
 ) -> dict[str, Any]:
     """Pull ``commit`` as a user would (fresh cache), load it, compare it with the local model.
 
