@@ -1,0 +1,407 @@
+"""The bad-input and fault catalogue (issue 10), kept as tests: one row per bad input.
+
+Each row says what the user did, a fragment of the message they get, and the step that must
+stop it: `parse` (Snakemake reading the workflow, before any job), `dataset`, `hvg` and
+`de_groups` (the cheap steps before training), `criticism`/`card` (after training, saying why
+instead of failing) and `publish` (before the commit). docs/bad-inputs.md is the same list for
+users. The numbers are the rows of issue 10.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+
+pytest.register_assert_rewrite("conftest_publish")  # its run_publish asserts the token is absent
+
+from conftest import ROOT, snakemake  # noqa: E402
+from conftest_publish import TOKEN, run_publish  # noqa: E402
+from scvi_hub_workflow import criticism, publish  # noqa: E402
+from scvi_hub_workflow.card import render_card  # noqa: E402
+from scvi_hub_workflow.config import model_settings  # noqa: E402
+from scvi_hub_workflow.datasets import DatasetError, prepare_dataset  # noqa: E402
+from scvi_hub_workflow.hvg import HVGError, select_hvg  # noqa: E402
+from scvi_hub_workflow.training import models_missing_a_gpu  # noqa: E402
+
+pytest_plugins = ["conftest_criticism", "conftest_publish"]
+
+SCVI = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
+SCANVI_SETUP = {"labels_key": "cell_type", "unlabeled_category": "Unknown"}
+
+
+@dataclass(frozen=True)
+class Case:
+    row: int
+    what: str
+    given: object  # the input: config file text, obs columns, ...
+    expected: str  # a fragment of the message the user gets ({file}: the config file)
+    step: str  # where it must stop
+
+
+# ---------------------------------------------------------------- parse time (snakemake -n)
+
+ONE_MODEL = yaml.safe_dump({"models": {"a": SCVI}})
+PARSE_CASES = [
+    Case(1, "models: {}", "models: {}\n", "config key models is empty in {file}", "parse"),
+    Case(
+        1,
+        "every model commented out",
+        "models:\n#  a: {dataset: {source: 'builtin:synthetic-iid'}}\n",
+        "config key models is empty in {file}",
+        "parse",
+    ),
+    Case(1, "no models key", "defaults: {}\n", "config key models is missing in {file}", "parse"),
+    Case(
+        10,
+        "a model key twice",
+        "models:\n  a: {dataset: {source: 'builtin:synthetic-iid'}, model: {class: SCVI}}\n"
+        "  a: {dataset: {source: 'builtin:simulated-atlas'}, model: {class: SCVI}}\n",
+        "config file {file}, line 3, column 3: duplicate key 'a' (first set on line 2)",
+        "parse",
+    ),
+    Case(
+        8,
+        "train_size 1 with early stopping",
+        yaml.safe_dump({"models": {"a": SCVI | {"train": {"train_size": 1}}}}),
+        "models.a.train.train_size: 1 leaves no validation cells, which "
+        "models.a.train.early_stopping needs",
+        "parse",
+    ),
+    Case(
+        4,
+        "every_cell_labelled on an SCVI model",
+        yaml.safe_dump(
+            {"models": {"a": SCVI | {"model": {"class": "SCVI", "every_cell_labelled": True}}}}
+        ),
+        "models.a.model.every_cell_labelled: only SCANVI uses it",
+        "parse",
+    ),
+]
+
+
+def _workdir_with_default_config(tmp_path):
+    # A run folder as users have it: config/config.yaml next to the results (the fallback).
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", PARSE_CASES, ids=lambda c: f"row{c.row}-{c.what}")
+def test_parse_time(case, tmp_path):
+    workdir = _workdir_with_default_config(tmp_path)
+    (workdir / "given.yaml").write_text(case.given)
+    result = snakemake("-n", "--cores", "1", "--configfile", "given.yaml", workdir=workdir)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert case.expected.format(file=workdir / "given.yaml") in output, output[-2000:]
+    assert "wildcards: model=" not in output  # no job planned, default models least of all
+
+
+@pytest.mark.parametrize(
+    ("what", "text", "expected"),
+    [
+        ("YAML syntax error", "models:\n  a: [\n", "line 3, column 1: not valid YAML"),
+        ("duplicate key", "models: {a: 1, a: 2}\n", "line 1, column 16: duplicate key 'a'"),
+    ],
+)
+def test_parse_time_default_config(what, text, expected, tmp_path):
+    """Row 9/10 for config/config.yaml: file and line (Snakemake's own loader names neither)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(text)
+    result = snakemake("-n", "--cores", "1", workdir=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"config file config/config.yaml, {expected}" in output, output[-2000:]
+
+
+def test_gpu_required_on_a_machine_without_one_is_said_before_the_first_job(tmp_path):
+    """Row 8: accelerator gpu, run locally without a GPU: said before the first job."""
+    assert models_missing_a_gpu({"a": _settings(train={"accelerator": "gpu"})}, False) == ["a"]
+    assert models_missing_a_gpu({"a": _settings(train={"accelerator": "gpu"})}, True) == []
+    fallback = {"accelerator": "gpu", "allow_cpu_fallback": True}
+    assert models_missing_a_gpu({"a": _settings(train=fallback)}, False) == []
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = {"models": {"a": SCVI | {"train": {"accelerator": "gpu"}}}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    result = snakemake(
+        "results/a/dataset.json", "--cores", "1", "--configfile", "cfg.yaml", workdir=tmp_path
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    warning = output.find("models.a.train.accelerator is 'gpu' but this machine has no CUDA GPU")
+    assert 0 <= warning < output.find("rule builtin_dataset")
+
+
+# ---------------------------------------------------------------- the dataset step
+
+
+def _settings(setup=None, **entry) -> dict:
+    model = entry.pop("model", {"class": "SCVI"})
+    model = model | {"setup": setup or {}}
+    cfg = {
+        "models": {"m": {"dataset": {"source": "builtin:synthetic-iid"}, "model": model, **entry}}
+    }
+    return model_settings(cfg, "m")
+
+
+def _write(tmp_path, obs: dict, index=None):
+    n = len(next(iter(obs.values())))
+    index = index or [f"c{i}" for i in range(n)]
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix(rng.poisson(2, size=(n, 20)).astype(np.float32))
+    adata = ad.AnnData(X=x, obs=pd.DataFrame(obs, index=index))
+    path = tmp_path / "in.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+SCANVI = {"class": "SCANVI"}
+DATASET_CASES = [
+    Case(
+        3,
+        "duplicate obs names",
+        ({"cell_type": ["a", "b", "a", "b"]}, ["c0", "c1", "c1", "c2"], "SCVI", {}),
+        "2 cells share 1 obs names ('c1'); cell names (obs_names) must be unique",
+        "dataset",
+    ),
+    Case(
+        4,
+        "unlabeled_category not in the labels",
+        ({"cell_type": ["a", "b", "unknown", "b"]}, None, "SCANVI", {}),
+        "model.setup.unlabeled_category 'Unknown' is not a category of obs column 'cell_type' "
+        "(model.setup.labels_key); categories present: 'b', 'a', 'unknown'",
+        "dataset",
+    ),
+    Case(
+        5,
+        "SCANVI with one cell type",
+        ({"cell_type": ["a", "a", "Unknown", "a"]}, None, "SCANVI", {}),
+        "obs column 'cell_type' (model.setup.labels_key) has one annotated cell type ('a'); "
+        "SCANVI's classifier needs at least two",
+        "dataset",
+    ),
+    Case(
+        5,
+        "SCANVI with no annotated cell",
+        ({"cell_type": ["Unknown"] * 4}, None, "SCANVI", {}),
+        "every cell is labelled 'Unknown'",
+        "dataset",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", DATASET_CASES, ids=lambda c: f"row{c.row}-{c.what}")
+def test_dataset_step(case, tmp_path):
+    obs, index, model_class, extra = case.given
+    setup = SCANVI_SETUP if model_class == "SCANVI" else {}
+    settings = _settings(setup, model={"class": model_class, **extra})
+    source = _write(tmp_path, obs, index)
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(source, settings, tmp_path / "out.h5ad")
+    assert case.expected in str(error.value)
+    assert f"file {source}" in str(error.value)
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_every_cell_labelled_must_be_said_explicitly(tmp_path):
+    """Row 4: data without the unlabelled category train only when the user says so."""
+    source = _write(tmp_path, {"cell_type": ["a", "b", "a", "b"]})
+    settings = _settings(SCANVI_SETUP, model={"class": "SCANVI", "every_cell_labelled": True})
+    assert prepare_dataset(source, settings, tmp_path / "out.h5ad")["n_cells"] == 4
+
+
+# ---------------------------------------------------------------- the hvg step
+
+
+def _cells(n_per_batch: dict[str, int], n_genes=300, seed=0) -> ad.AnnData:
+    rng = np.random.default_rng(seed)
+    batches = [b for b, n in n_per_batch.items() for _ in range(n)]
+    x = rng.poisson(rng.gamma(2.0, 1.0, size=(1, n_genes)), size=(len(batches), n_genes))
+    obs = pd.DataFrame({"batch": batches}, index=[f"c{i}" for i in range(len(batches))])
+    return ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)), obs=obs)
+
+
+HVG = {"n_top_genes": 100, "flavor": "seurat_v3", "batch_aware": True}
+
+
+def test_tiny_batch_falls_back_to_ranking_over_all_cells(caplog):
+    """Row 6: a 1-cell batch crashed the process (SIGSEGV); now the log says what was done."""
+    with caplog.at_level(logging.WARNING):
+        selected, _ = select_hvg(_cells({"a": 200, "b": 1}), HVG, {"batch_key": "batch"})
+    assert selected.n_vars == 100 and selected.uns["hvg"]["batch_key"] is None
+    assert "batch 'b' (1 cells) of obs column 'batch' (model.setup.batch_key)" in caplog.text
+    assert "not per batch (hvg.batch_aware)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        ({"a": 1}, "1 cell left (dataset.subsample_cells?)"),
+        ({"a": 3}, "hvg.flavor seurat_v3 cannot rank genes on 3 cells"),
+    ],
+)
+def test_too_few_cells_for_hvg_is_an_error_naming_the_key(cells, expected):
+    """Row 6: `subsample_cells: 3` gave a loess traceback (or SIGSEGV for one cell)."""
+    with pytest.raises(HVGError) as error:
+        select_hvg(_cells(cells), HVG | {"batch_aware": False}, {"batch_key": None})
+    assert expected in str(error.value)
+
+
+# ---------------------------------------------------------------- de_groups, before training
+
+CRITICISM = {"labels_key": "cell_type", "unlabeled_category": "unknown", "min_cells": 10}
+
+
+def _obs(**sizes: int) -> pd.DataFrame:
+    labels = [name for name, n in sizes.items() for _ in range(n)]
+    return pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(len(labels))])
+
+
+def test_min_cells_above_the_cell_types_stops_before_training():
+    """Row 8: it failed after training; now the de_groups step names the key and sizes."""
+    with pytest.raises(criticism.GroupsError) as error:
+        criticism.plan_groups(_obs(a=30, b=8, c=5, unknown=40), CRITICISM)
+    message = str(error.value)
+    assert "criticism.min_cells is 10, but only 1 cell type(s) of obs column 'cell_type'" in message
+    assert "'b' (8), 'c' (5)" in message
+
+
+def test_one_cell_type_plans_no_de_and_says_why():
+    """Row 5: one cell type is no error, but there is nothing to test it against."""
+    plan = criticism.plan_groups(_obs(a=30, unknown=5), CRITICISM)
+    assert plan["groups"] == ["a"] and plan["left_out"] == {}
+    assert "1 of the cell types in 'cell_type' has at least 10 cells" in plan["absent_reason"]
+
+
+def test_left_out_groups_are_recorded_with_their_sizes():
+    """Row 18: a 7-cell type vanished without a trace."""
+    plan = criticism.plan_groups(_obs(a=30, b=20, rare=7, unknown=5), CRITICISM)
+    assert plan["groups"] == ["a", "b"] and plan["left_out"] == {"rare": 7}
+    assert plan["absent_reason"] is None
+
+
+# ---------------------------------------------------------------- criticism and card
+
+SETTINGS = {"n_samples": 2, "batch_size": 64, "seed": 0, "alpha": 0.05, "top_n": 5, "layer": None}
+
+
+def test_one_group_gives_no_de_numbers_and_the_card_says_why(minified_model, card_inputs):
+    """Row 5: DE ran against an empty rest and the card showed gene_f1 1.00."""
+    model = criticism.load_minified_model(minified_model / "minified")
+    grouping = criticism.label_groups(
+        pd.Series(["one"] * model.adata.n_obs), unlabeled_category=None, min_cells=10, key="ct"
+    )
+    cv, table, de = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
+    assert cv["cell_wise"]["train"]["n_cells"] > 0  # the CV check still runs
+    assert table.empty and de["groups"] == []
+    assert "testing one group against the rest needs at least 2" in de["absent_reason"]
+    card = render_card(card_inputs(de))
+    assert "Not computed: 1 of the cell types in 'ct' has at least 10 cells" in card
+    assert "gene_f1 |" not in card.split("**Differential expression**")[1].split("#")[0]
+
+
+def test_left_out_groups_are_in_de_json_and_on_the_card(minified_model, card_inputs):
+    """Row 18: groups under min_cells are listed with their sizes, in de.json and on the card."""
+    model = criticism.load_minified_model(minified_model / "minified")
+    labels = model.adata.obs["cell_type"].astype(str).to_numpy().copy()
+    labels[:7] = "rare"
+    grouping = criticism.label_groups(
+        pd.Series(labels), unlabeled_category=None, min_cells=10, key="cell_type"
+    )
+    _, table, de = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
+    assert de["left_out"] == [{"group": "rare", "n_cells": 7}] and de["min_cells"] == 10
+    assert "rare" not in set(table["group"])
+    card = render_card(card_inputs(de))
+    assert "Left out, with fewer than 10 cells (criticism.min_cells): rare (7 cells)." in card
+
+
+def test_every_cells_cluster_is_saved_for_unlabelled_models(minified_model):
+    """Row 18: a DE row of a Leiden cluster can be traced to its cells."""
+    model = criticism.load_minified_model(minified_model / "minified")
+    grouping = criticism.resolve_groups(
+        model, labels_key=None, unlabeled_category=None, min_cells=10, cluster_resolution=1.0
+    )
+    cells = grouping.cells(model.adata.obs_names)
+    assert list(cells.columns) == ["cell", "leiden", "in_de"]
+    assert list(cells["cell"]) == list(model.adata.obs_names)
+    tested = cells[cells["in_de"]]
+    assert set(tested["leiden"]) == set(grouping.names)
+    assert (cells["leiden"].value_counts()[list(grouping.left_out)] < 10).all()
+
+
+@pytest.fixture
+def card_inputs():
+    from test_card import inputs
+
+    def make(de: dict):
+        base = inputs()
+        return type(base)(**{**base.__dict__, "de": de})
+
+    return make
+
+
+# ---------------------------------------------------------------- publish
+
+
+def test_token_echoed_in_a_500_body_reaches_no_log(hub, tiny, tmp_path):
+    """Row 2: the retry warning logged the raw error, whose body echoed the Authorization header.
+
+    run_publish greps its output, the receipt and every file it wrote for the token.
+    """
+    hub.fail_commits = [500, 500]
+    hub.echo_authorization = True
+    settings = {"repo_id": "alice/tiny", "verify": False}
+    done = run_publish(hub, tiny, tmp_path / "run", settings, "lfs")
+    assert done.returncode == 0, done.output
+    assert "attempt 1 of 4 failed" in done.output and "Authorization: Bearer <token>" in done.output
+    assert TOKEN not in done.output
+
+
+def test_token_redaction_covers_warnings_prints_and_tracebacks(tmp_path, caplog):
+    """Row 2, in the job's own logging: every record and stream write while publishing."""
+    import sys
+
+    from scvi_hub_workflow.rule_io import logged_to
+
+    log_path = tmp_path / "publish.log"
+    with logged_to(log_path) as log, publish.token_redacted(TOKEN):
+        log.warning("retrying: %s", f"Bearer {TOKEN}")
+        print(f"printed {TOKEN}")
+        sys.stderr.write(f"warned {TOKEN}\n")
+        try:
+            raise RuntimeError(f"body {TOKEN}")
+        except RuntimeError:
+            log.exception("failed")
+    text = log_path.read_text()
+    assert TOKEN not in text
+    assert text.count("<token>") == 4
+
+
+def test_duplicate_obs_names_stop_publishing_before_the_commit(hub, tiny, tmp_path):
+    """Row 3: the commit landed and verification (by obs name) failed, on every re-run."""
+    with h5py.File(tiny.hub_dir / "adata.h5ad", "r+") as f:
+        index = f["obs"][f["obs"].attrs["_index"]]
+        index[1] = index[0]
+    done = run_publish(hub, tiny, tmp_path / "run", {"repo_id": "alice/tiny"}, "lfs")
+    assert done.returncode == 1
+    assert "obs names are not unique" in done.output and "Nothing was published" in done.output
+    assert hub.repo("alice/tiny") is None  # not even created
+    assert hub.count("POST", r"/commit/") == 0
+
+
+# ---------------------------------------------------------------- operations (rows 11-16)
+# Kept apart: the operations rows (file modes, imports, SLURM GPU requests, threads, stopping,
+# progress) are added here by their own change.
