@@ -123,6 +123,28 @@ def test_parse_time_default_config(what, text, expected, tmp_path):
     assert f"config file config/config.yaml, {expected}" in output, output[-2000:]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, "config file not found: {file}"),
+        ("models:\n  a: [\n", "config file {file}, line 3, column 1: not valid YAML"),
+    ],
+)
+def test_a_given_config_file_is_checked_with_file_and_line(text, expected, tmp_path):
+    """Row 9 for --configfile: Snakemake reads it before the workflow runs, so the check is a
+    command to run first (docs/bad-inputs.md)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "my.yaml"
+    if text is not None:
+        path.write_text(text)
+    command = [sys.executable, "-m", "scvi_hub_workflow.config_files", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert expected.format(file=path) in result.stderr
+
+
 def test_gpu_required_on_a_machine_without_one_is_said_before_the_first_job(tmp_path):
     """Row 8: accelerator gpu, run locally without a GPU: said before the first job."""
     assert models_missing_a_gpu({"a": _settings(train={"accelerator": "gpu"})}, False) == ["a"]

@@ -144,6 +144,7 @@ def _run_check(minified_model, tmp_path, labels_key):
         "cv": str(tmp_path / "cv.json"),
         "de_table": str(tmp_path / "de.tsv"),
         "de_summary": str(tmp_path / "de.json"),
+        "cells": str(tmp_path / "cells.tsv"),
     }
     _run_rule(
         "posterior_predictive_check.py",
@@ -184,6 +185,9 @@ def test_posterior_predictive_check_rule_de(minified_model, tmp_path, labels_key
     assert summary["grouping"] == expected_grouping and summary["test"] == "wilcoxon"
     assert summary["alpha"] == 0.05 and summary["top_n"] == 10 and summary["n_samples"] == 2
     assert [row["group"] for row in summary["groups"]] == table["group"].astype(str).tolist()
+    cells = pd.read_csv(tmp_path / "cells.tsv", sep="\t")
+    assert len(cells) == 360 and list(cells.columns) == ["cell", labels_key or "leiden", "in_de"]
+    assert cells["in_de"].sum() == table["n_cells"].sum()
     if labels_key:
         assert sorted(table["group"]) == ["type_0", "type_1", "type_2", "type_3"]
         assert table["n_cells"].sum() == 360

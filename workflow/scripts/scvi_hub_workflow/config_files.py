@@ -82,3 +82,25 @@ def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
             f"config key models {state} in {files}: list at least one model under `models:` "
             "(a file given with --configfile replaces config/config.yaml, it is not merged into it)"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m scvi_hub_workflow.config_files FILE...``: check config files before a run.
+
+    Snakemake reads ``--configfile`` files before any workflow code runs, and names neither the
+    file nor the line of a missing file or a YAML error; this does.
+    """
+    import sys
+
+    paths = sys.argv[1:] if argv is None else argv
+    try:
+        for path in paths:
+            read_config_file(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
