@@ -9,6 +9,7 @@ users. The numbers are the rows of issue 10.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -20,19 +21,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-
-pytest.register_assert_rewrite("conftest_publish")  # its run_publish asserts the token is absent
-
-from conftest import ROOT, snakemake  # noqa: E402
-from conftest_publish import TOKEN, run_publish  # noqa: E402
-from scvi_hub_workflow import criticism, publish  # noqa: E402
-from scvi_hub_workflow.card import render_card  # noqa: E402
-from scvi_hub_workflow.config import model_settings  # noqa: E402
-from scvi_hub_workflow.datasets import DatasetError, prepare_dataset  # noqa: E402
-from scvi_hub_workflow.hvg import HVGError, select_hvg  # noqa: E402
-from scvi_hub_workflow.training import models_missing_a_gpu  # noqa: E402
-
-pytest_plugins = ["conftest_criticism", "conftest_publish"]
+from helpers import ROOT, TOKEN, run_publish, snakemake
+from scvi_hub_workflow import criticism, publish
+from scvi_hub_workflow.card import render_card
+from scvi_hub_workflow.config import model_settings, step_settings
+from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
+from scvi_hub_workflow.hvg import HVGError, select_hvg
+from scvi_hub_workflow.training import models_missing_a_gpu
 
 SCVI = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
 SCANVI_SETUP = {"labels_key": "cell_type", "unlabeled_category": "Unknown"}
@@ -170,13 +165,13 @@ def test_gpu_required_on_a_machine_without_one_is_said_before_the_first_job(tmp_
 # ---------------------------------------------------------------- the dataset step
 
 
-def _settings(setup=None, **entry) -> dict:
+def _settings(setup=None, step=None, **entry):
+    """A model's typed settings (or those of one step), from a one-model config."""
     model = entry.pop("model", {"class": "SCVI"})
     model = model | {"setup": setup or {}}
-    cfg = {
-        "models": {"m": {"dataset": {"source": "builtin:synthetic-iid"}, "model": model, **entry}}
-    }
-    return model_settings(cfg, "m")
+    entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": model, **entry}
+    settings = model_settings({"models": {"m": entry}}, "m")
+    return settings if step is None else step_settings(settings, step)
 
 
 def _write(tmp_path, obs: dict, index=None):
@@ -229,7 +224,7 @@ DATASET_CASES = [
 def test_dataset_step(case, tmp_path):
     obs, index, model_class, extra = case.given
     setup = SCANVI_SETUP if model_class == "SCANVI" else {}
-    settings = _settings(setup, model={"class": model_class, **extra})
+    settings = _settings(setup, "dataset", model={"class": model_class, **extra})
     source = _write(tmp_path, obs, index)
     with pytest.raises(DatasetError) as error:
         prepare_dataset(source, settings, tmp_path / "out.h5ad")
@@ -241,7 +236,8 @@ def test_dataset_step(case, tmp_path):
 def test_every_cell_labelled_must_be_said_explicitly(tmp_path):
     """Row 4: data without the unlabelled category train only when the user says so."""
     source = _write(tmp_path, {"cell_type": ["a", "b", "a", "b"]})
-    settings = _settings(SCANVI_SETUP, model={"class": "SCANVI", "every_cell_labelled": True})
+    model = {"class": "SCANVI", "every_cell_labelled": True}
+    settings = _settings(SCANVI_SETUP, "dataset", model=model)
     assert prepare_dataset(source, settings, tmp_path / "out.h5ad")["n_cells"] == 4
 
 
@@ -256,13 +252,15 @@ def _cells(n_per_batch: dict[str, int], n_genes=300, seed=0) -> ad.AnnData:
     return ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)), obs=obs)
 
 
-HVG = {"n_top_genes": 100, "flavor": "seurat_v3", "batch_aware": True}
+def _hvg(batch_key=None, batch_aware=True):
+    hvg = {"n_top_genes": 100, "flavor": "seurat_v3", "batch_aware": batch_aware}
+    return _settings({"batch_key": batch_key}, "hvg", hvg=hvg)
 
 
 def test_tiny_batch_falls_back_to_ranking_over_all_cells(caplog):
     """Row 6: a 1-cell batch crashed the process (SIGSEGV); now the log says what was done."""
     with caplog.at_level(logging.WARNING):
-        selected, _ = select_hvg(_cells({"a": 200, "b": 1}), HVG, {"batch_key": "batch"})
+        selected, _ = select_hvg(_cells({"a": 200, "b": 1}), _hvg("batch"))
     assert selected.n_vars == 100 and selected.uns["hvg"]["batch_key"] is None
     assert "batch 'b' (1 cells) of obs column 'batch' (model.setup.batch_key)" in caplog.text
     assert "not per batch (hvg.batch_aware)" in caplog.text
@@ -278,13 +276,18 @@ def test_tiny_batch_falls_back_to_ranking_over_all_cells(caplog):
 def test_too_few_cells_for_hvg_is_an_error_naming_the_key(cells, expected):
     """Row 6: `subsample_cells: 3` gave a loess traceback (or SIGSEGV for one cell)."""
     with pytest.raises(HVGError) as error:
-        select_hvg(_cells(cells), HVG | {"batch_aware": False}, {"batch_key": None})
+        select_hvg(_cells(cells), _hvg(batch_aware=False))
     assert expected in str(error.value)
 
 
 # ---------------------------------------------------------------- de_groups, before training
 
-CRITICISM = {"labels_key": "cell_type", "unlabeled_category": "unknown", "min_cells": 10}
+CRITICISM = _settings(
+    {"labels_key": "cell_type", "unlabeled_category": "unknown"},
+    "criticism",
+    model={"class": "SCANVI"},
+    criticism={"min_cells": 10},
+)
 
 
 def _obs(**sizes: int) -> pd.DataFrame:
@@ -369,8 +372,7 @@ def card_inputs():
     from test_card import inputs
 
     def make(de: dict):
-        base = inputs()
-        return type(base)(**{**base.__dict__, "de": de})
+        return dataclasses.replace(inputs(), de=de)
 
     return make
 
