@@ -78,9 +78,15 @@ def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
     if not isinstance(models, dict) or not models:
         files = ", ".join(str(p) for p in paths) or "no config file"
         state = "is empty" if "models" in config else "is missing"
+        given = [str(p) for p in paths] != ["config/config.yaml"]
+        note = (
+            " (a file given with --configfile replaces config/config.yaml, it is not merged "
+            "into it)"
+            if given
+            else ""
+        )
         raise ConfigError(
-            f"config key models {state} in {files}: list at least one model under `models:` "
-            "(a file given with --configfile replaces config/config.yaml, it is not merged into it)"
+            f"config key models {state} in {files}: list at least one model under `models:`{note}"
         )
 
 
