@@ -2,12 +2,17 @@ import re
 import sys
 from pathlib import Path
 
-# The rules' logic lives in the scvi_hub_workflow package next to the rule scripts.
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+# The rules' logic lives in the scvi_hub_workflow package next to the rule scripts; every job
+# imports this copy of it, whatever checkout the venv's editable install points to.
+_package_dir = Path(workflow.basedir) / "workflow" / "scripts"
+sys.path.insert(0, str(_package_dir))
 
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.config_files import check_config_files, read_config_file
 from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
+from scvi_hub_workflow.job_env import put_package_first
+
+put_package_first(_package_dir)
 
 DEFAULT_CONFIG = "config/config.yaml"
 
