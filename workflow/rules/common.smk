@@ -11,8 +11,11 @@ from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.config_files import check_config_files, read_config_file
 from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
 from scvi_hub_workflow.job_env import put_package_first
+from scvi_hub_workflow.stopping import stop_jobs_on_interrupt
 
 put_package_first(_package_dir)
+# Ctrl-C (SIGINT) stops the running jobs at once instead of waiting for them to finish.
+stop_jobs_on_interrupt()
 
 DEFAULT_CONFIG = "config/config.yaml"
 

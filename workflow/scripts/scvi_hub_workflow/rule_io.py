@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .stopping import stop_on_signals
+
 
 @contextlib.contextmanager
 def logged_to(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
     """Send stdout, stderr and the ``logging`` module to the rule's log file.
 
     Exceptions are logged with their traceback before they propagate, so the log
-    alone explains a failed job.
+    alone explains a failed job. SIGTERM and SIGINT stop the job at once (see stopping.py).
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as handle:
@@ -31,7 +33,10 @@ def logged_to(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         try:
-            yield logging.getLogger("scvi_hub_workflow")
+            with stop_on_signals():
+                yield logging.getLogger("scvi_hub_workflow")
+        except SystemExit:
+            raise  # a stop signal, already logged
         except BaseException:
             logging.getLogger("scvi_hub_workflow").exception("job failed")
             raise
