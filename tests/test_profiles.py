@@ -16,7 +16,8 @@ from snakemake.resources import Resource
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
-SLURM = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+PROFILE_DIR = ROOT / "profiles" / "slurm"
+SLURM = yaml.safe_load((PROFILE_DIR / "config.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,15 @@ def test_set_resources_name_existing_rules(rule_names):
     assert not unknown, f"profiles/slurm sets resources for rules that do not exist: {unknown}"
 
 
-def test_training_asks_for_a_gpu_in_a_gpu_partition():
+def test_training_gpu_request_is_the_rules_and_the_partition_follows_it():
+    # The rule asks for a GPU from the model's accelerator (tests/test_operations.py, row 13);
+    # the profile names the site's partitions, and the plugin puts a GPU job in a GPU one.
     train = SLURM["set-resources"]["train"]
-    assert train["gpu"] == 1
-    assert train["slurm_partition"]
-    assert "gres" not in train, "gpu and gres are mutually exclusive in the slurm plugin"
+    assert not {"gpu", "gres", "slurm_partition"} & set(train), train
+    partitions = yaml.safe_load((PROFILE_DIR / SLURM["slurm-partition-config"]).read_text())
+    max_gpu = {name: p.get("max_gpu", 0) for name, p in partitions["partitions"].items()}
+    assert max_gpu["gpu"] >= 1, "no partition takes the training job's GPU"
+    assert 0 in max_gpu.values(), "no partition for CPU jobs: they would queue for a GPU node"
 
 
 def test_only_training_asks_for_a_gpu():
