@@ -44,6 +44,9 @@ rule posterior_predictive_check:
         "results/{model}/benchmarks/posterior_predictive_check.tsv"
     conda:
         "../../envs/scvi.yaml"
+    # Minibatches are sampled and counted in parallel threads (criticism.py); cv.json records
+    # how many this job had.
+    threads: 4
     resources:
         mem_mb=4000,
     params:

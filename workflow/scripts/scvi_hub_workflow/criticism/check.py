@@ -87,7 +87,8 @@ def criticise(
         else de_table(grouping, observed_de, sample_de, alpha=alpha, top_n=top_n)
     )
     summary = de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
-    return {"n_samples": n_samples, "seed": seed} | cv.result(), table, summary
+    cv_result = {"n_samples": n_samples, "seed": seed, "threads": n_workers} | cv.result()
+    return cv_result, table, summary
 
 
 def posterior_predictive_check(
