@@ -61,7 +61,11 @@ def model_kwargs(params: dict, model_class: str) -> dict:
     return kwargs
 
 
-def _train_kwargs(train: TrainSettings, accelerator: str, max_epochs: int | None) -> dict:
+def _train_kwargs(
+    train: TrainSettings, accelerator: str, max_epochs: int | None, phase: str
+) -> dict:
+    from .progress import ProgressLog
+
     kwargs = {
         "max_epochs": max_epochs,
         "accelerator": accelerator,
@@ -72,6 +76,7 @@ def _train_kwargs(train: TrainSettings, accelerator: str, max_epochs: int | None
         "plan_kwargs": {"lr": train.learning_rate},
         # Progress bars fill job logs with carriage returns; history.tsv has the per-epoch values.
         "enable_progress_bar": False,
+        "callbacks": [ProgressLog(phase)],
     }
     if train.early_stopping:
         kwargs["early_stopping_patience"] = train.early_stopping_patience
@@ -111,7 +116,9 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         scvi_params = {k: v for k, v in params.items() if k != "linear_classifier"}
         pretrained = scvi.model.SCVI(adata, **scvi_params)
         log.info("pre-training SCVI: %s", pretrained)
-        pretrained.train(**_train_kwargs(train, accelerator, train.scvi_max_epochs))
+        pretrained.train(
+            **_train_kwargs(train, accelerator, train.scvi_max_epochs, "SCVI pre-training")
+        )
         history |= {f"scvi_{k}": v for k, v in pretrained.history.items()}
         extra = (
             {"linear_classifier": params["linear_classifier"]}
@@ -127,7 +134,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         model = model_cls(adata, **params)
 
     log.info("training %s on %s: %s", model_class, accelerator, model)
-    kwargs = _train_kwargs(train, accelerator, train.max_epochs)
+    kwargs = _train_kwargs(train, accelerator, train.max_epochs, model_class)
     if model_class == "SCANVI":
         kwargs["n_samples_per_label"] = train.n_samples_per_label
     model.train(**kwargs)
