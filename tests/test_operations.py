@@ -1,0 +1,329 @@
+"""Issue 10, "Operations" rows 11-16: how the workflow behaves as a running program.
+
+One test (or two) per row of the catalogue, named after it:
+
+| row | what                                              | test                                  |
+|-----|---------------------------------------------------|---------------------------------------|
+| 11  | outputs honour the umask (not 0600 / 0700)        | test_row11_*                          |
+| 12  | a job imports the package of its own workflow     | test_row12_*                          |
+| 13  | the rule, not the SLURM profile, asks for a GPU   | test_row13_*                          |
+| 14  | posterior_predictive_check threads, in cv.json    | test_row14_*                          |
+| 15  | SIGTERM / SIGINT stop a run in seconds, no output | test_row15_*                          |
+| 16  | training logs a line per epoch                    | test_row16_*                          |
+
+Row 13 is checked through a dry run with profiles/slurm and the SLURM plugin's own partition
+choice; tests/test_slurm.py (`pytest -m slurm`) runs the profile on a real scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from conftest import ROOT, SNAKEMAKE, TINY_CONFIG
+from scvi_hub_workflow import config as config_model
+from scvi_hub_workflow.rule_io import atomic_dir, atomic_path, write_json
+
+pytest_plugins = ["conftest_criticism"]
+
+SCRIPTS = ROOT / "workflow" / "scripts"
+
+
+def tiny_settings(model: str = "tiny-scvi", **train) -> dict:
+    """The train rule's settings for a model of the tiny config, with `train` overrides."""
+    settings = config_model.resolve(yaml.safe_load(TINY_CONFIG.read_text()))[model]
+    settings["train"] |= train
+    return {"name": settings["name"], "model": settings["model"], "train": settings["train"]}
+
+
+# --- row 11: umask --------------------------------------------------------------------------------
+
+
+def test_row11_outputs_honour_the_umask(tmp_path):
+    old = os.umask(0o002)  # a group-shared project folder
+    try:
+        with atomic_path(tmp_path / "table.tsv") as tmp:
+            tmp.write_text("a\tb\n")
+        write_json(tmp_path / "summary.json", {"a": 1})
+        with atomic_dir(tmp_path / "model") as tmp:
+            (tmp / "model.pt").write_bytes(b"weights")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "table.tsv").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o775
+    assert (tmp_path / "model" / "model.pt").stat().st_mode & 0o777 == 0o664
+
+
+# --- row 12: import path of the jobs --------------------------------------------------------------
+
+
+def test_row12_jobs_import_the_package_of_the_workflow_that_runs_them(tmp_path):
+    # A second checkout, run with this venv, whose editable install points at this checkout.
+    other = tmp_path / "other-checkout"
+    other.mkdir()
+    shutil.copy(ROOT / "Snakefile", other)
+    for part in ("workflow", "config", "envs"):
+        shutil.copytree(ROOT / part, other / part, ignore=shutil.ignore_patterns("__pycache__"))
+    package = other / "workflow" / "scripts" / "scvi_hub_workflow"
+    marker = tmp_path / "imported-from.txt"
+    with open(package / "__init__.py", "a") as init:
+        init.write(
+            textwrap.dedent(
+                f"""
+                import sys as _sys
+                if _sys.argv[0].endswith("builtin_dataset.py"):  # inside the job only
+                    open({str(marker)!r}, "w").write(__file__)
+                """
+            )
+        )
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    result = subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(other / "Snakefile"), "--directory", str(workdir),
+         "--workflow-profile", "none", "--configfile", str(TINY_CONFIG), "--cores", "1",
+         "resources/builtin/synthetic-iid.h5ad"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker.is_file(), "the job imported scvi_hub_workflow from another checkout"
+    assert Path(marker.read_text()).is_relative_to(other)
+
+
+# --- row 13: who asks for the GPU on SLURM --------------------------------------------------------
+
+ACCELERATOR_CONFIG = {
+    "defaults": {"publish": {"enabled": False}},
+    "models": {
+        f"{accelerator}-model": {
+            "description": f"accelerator {accelerator}",
+            "dataset": {"source": "builtin:synthetic-iid"},
+            "model": {"class": "SCVI"},
+            "train": {"accelerator": accelerator},
+        }
+        for accelerator in ("cpu", "auto", "gpu")
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def slurm_dry_run_jobs(tmp_path_factory) -> dict[tuple[str, str], dict[str, str]]:
+    """(rule, model) -> resources of each job, from a dry run with profiles/slurm as shipped."""
+    workdir = tmp_path_factory.mktemp("slurm-dry-run")
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump(ACCELERATOR_CONFIG))
+    result = subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--workflow-profile", str(ROOT / "profiles" / "slurm"), "--configfile", str(config),
+         "--dry-run"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", result.stdout):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        model = re.search(r"^\s+wildcards: .*?model=([\w-]+)", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if rule and model and resources:
+            pairs = (item.split("=", 1) for item in resources.group(1).split(", "))
+            jobs[rule.group(1), model.group(1)] = dict(pairs)
+    assert ("train", "cpu-model") in jobs, result.stdout[-3000:]
+    return jobs
+
+
+def slurm_partition_for(resources: dict[str, str], threads: int = 1) -> str | None:
+    """The partition the SLURM plugin picks for a job with these resources, from the shipped
+    profiles/slurm/partitions.yaml (what it does at submission, without a cluster)."""
+    from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    profile_dir = ROOT / "profiles" / "slurm"
+    partitions = read_partition_file(profile_dir / profile["slurm-partition-config"])
+    job = SimpleNamespace(name="job", threads=threads, resources=resources)
+    return get_best_partition(partitions, job, logging.getLogger("slurm-plugin"))
+
+
+def test_row13_a_cpu_model_requests_no_gpu_on_slurm(slurm_dry_run_jobs):
+    cpu = slurm_dry_run_jobs["train", "cpu-model"]
+    assert cpu.get("gpu", "0") == "0", cpu
+    assert "slurm_partition" not in cpu, "the profile, not the plugin, chose the partition"
+    for accelerator in ("auto", "gpu"):
+        assert slurm_dry_run_jobs["train", f"{accelerator}-model"]["gpu"] == "1"
+
+
+def test_row13_each_job_lands_in_the_partition_its_gpu_request_fits(slurm_dry_run_jobs):
+    partitions = yaml.safe_load((ROOT / "profiles" / "slurm" / "partitions.yaml").read_text())
+    gpu_partitions = {n for n, p in partitions["partitions"].items() if p.get("max_gpu", 0) > 0}
+    assert gpu_partitions == {"gpu"}  # the name tests/test_slurm.py's cluster has
+    for (rule, model), resources in slurm_dry_run_jobs.items():
+        wants_gpu = rule == "train" and model != "cpu-model"
+        chosen = slurm_partition_for(resources, threads=4 if rule == "train" else 1)
+        assert chosen is not None, (rule, model)
+        assert (chosen in gpu_partitions) == wants_gpu, (rule, model, chosen)
+
+
+# --- row 14: criticism threads --------------------------------------------------------------------
+
+
+def test_row14_criticism_declares_threads_and_records_them(workflow_rules, minified_model):
+    from scvi_hub_workflow import criticism
+
+    rule = next(r for r in workflow_rules if r.name == "posterior_predictive_check")
+    assert rule.resources["_cores"].value > 1, "posterior_predictive_check declares no threads"
+    model = criticism.load_minified_model(minified_model / "minified")
+    grouping = criticism.resolve_groups(
+        model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
+    )
+    cv, _, _ = criticism.criticise(
+        model, minified_model / "hvg.h5ad", grouping, layer=None, n_samples=2, batch_size=100,
+        seed=0, alpha=0.05, top_n=5, n_workers=3,
+    )  # fmt: skip
+    assert cv["threads"] == 3
+
+
+# --- row 15: stopping -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(command: list[str], **kwargs) -> Iterator[subprocess.Popen]:
+    """A process in its own session; whatever it left running is killed when the test ends."""
+    proc = subprocess.Popen(command, start_new_session=True, **kwargs)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text():
+            return
+        assert proc.poll() is None, f"exited early ({proc.returncode}): {path.read_text()[-3000:]}"
+        time.sleep(0.5)
+    pytest.fail(f"{text!r} not in {path} after {timeout_s} s")
+
+
+def stop_and_time(proc: subprocess.Popen, signum: int, timeout_s: float = 30) -> float:
+    started = time.monotonic()
+    os.kill(proc.pid, signum)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {timeout_s} s after {signal.Signals(signum).name}")
+    return time.monotonic() - started
+
+
+def test_row15_sigterm_stops_a_training_job_within_seconds(tmp_path):
+    # The train rule's script, run as SLURM runs it, with training that would take hours.
+    driver = tmp_path / "train_job.py"
+    driver.write_text(
+        textwrap.dedent(
+            f"""
+            import scvi
+            from scvi_hub_workflow.rule_io import atomic_dir, logged_to, write_json
+            from scvi_hub_workflow.training import train_model
+
+            with logged_to({str(tmp_path / "train.log")!r}):
+                model, history, summary = train_model(scvi.data.synthetic_iid(), {
+                tiny_settings(max_epochs=100_000, early_stopping=False)!r
+            })
+                with atomic_dir({str(tmp_path / "model")!r}) as tmp:
+                    model.save(str(tmp), overwrite=True)
+                write_json({str(tmp_path / "summary.json")!r}, summary)
+            """
+        )
+    )
+    with running([sys.executable, str(driver)]) as proc:
+        wait_for(tmp_path / "train.log", "epoch 1/", proc)
+        assert stop_and_time(proc, signal.SIGTERM) < 15
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.log", "train_job.py"]
+    assert "stopped by SIGTERM" in (tmp_path / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_row15_sigint_to_snakemake_stops_training_within_seconds(tmp_path):
+    import psutil
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "defaults": {"publish": {"enabled": False}},
+                "models": {
+                    "long": {
+                        "description": "training that would take hours",
+                        "dataset": {"source": "builtin:synthetic-iid"},
+                        "model": {"class": "SCVI"},
+                        "train": {"max_epochs": 100_000, "early_stopping": False},
+                    }
+                },
+            }
+        )
+    )
+    command = [
+        *SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+        "--workflow-profile", "none", "--configfile", str(config), "--cores", "2",
+        "results/long/training/summary.json",
+    ]  # fmt: skip
+    with running(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        wait_for(tmp_path / "logs" / "long" / "train.log", "epoch 1/", proc)
+        jobs = psutil.Process(proc.pid).children(recursive=True)
+        # To Snakemake alone, as `kill -INT` does (Ctrl-C would reach the jobs too). Before the
+        # fix it was still waiting for training after 45 s.
+        assert stop_and_time(proc, signal.SIGINT) < 20
+        assert not [p for p in jobs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    training = tmp_path / "results" / "long"
+    for output in ("model", "training/history.tsv", "training/summary.json"):
+        assert not (training / output).exists(), f"{output} looks complete after the stop"
+    assert not list(training.glob(".model.*")), "a temporary model folder was left behind"
+
+
+# --- row 16: training progress in the log ---------------------------------------------------------
+
+
+def test_row16_training_logs_each_epoch_with_losses_elapsed_and_eta(caplog):
+    import scvi
+    from scvi_hub_workflow.training import train_model
+
+    caplog.set_level(logging.INFO)
+    train_model(scvi.data.synthetic_iid(batch_size=100), tiny_settings(max_epochs=3))
+    lines = [r.getMessage() for r in caplog.records if r.name == "scvi_hub_workflow.progress"]
+    epochs = [line for line in lines if re.search(r"epoch \d+/3:", line)]
+    assert len(epochs) == 3, lines
+    for k, line in enumerate(epochs, start=1):
+        assert f"SCVI: epoch {k}/3:" in line
+        assert re.search(r"elbo_train [\d.]+", line) and re.search(r"elbo_validation [\d.]+", line)
+        assert re.search(r"elapsed \d+s, ETA \d+s$", line), line
+
+
+def test_row16_a_long_epoch_logs_every_few_seconds(caplog):
+    from scvi_hub_workflow.progress import ProgressLog
+
+    caplog.set_level(logging.INFO)
+    trainer = SimpleNamespace(max_epochs=10, current_epoch=0, num_training_batches=500)
+    progress = ProgressLog("SCVI", every_s=0.05)
+    progress.on_train_start(trainer, None)
+    progress.on_train_batch_end(trainer, None, None, None, 0)  # too soon: silent
+    time.sleep(0.1)
+    progress.on_train_batch_end(trainer, None, None, None, 41)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "SCVI: training for at most 10 epochs"
+    assert len(lines) == 2
+    assert re.fullmatch(r"SCVI: epoch 1/10, batch 42/500; elapsed \ds", lines[1]), lines[1]
