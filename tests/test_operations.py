@@ -18,6 +18,7 @@ choice; tests/test_slurm.py (`pytest -m slurm`) runs the profile on a real sched
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -33,20 +34,18 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import ROOT, SNAKEMAKE, TINY_CONFIG
+from helpers import ROOT, SNAKEMAKE, TINY_CONFIG
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.rule_io import atomic_dir, atomic_path, write_json
-
-pytest_plugins = ["conftest_criticism"]
 
 SCRIPTS = ROOT / "workflow" / "scripts"
 
 
-def tiny_settings(model: str = "tiny-scvi", **train) -> dict:
+def tiny_settings(model: str = "tiny-scvi", **train) -> config_model.TrainStep:
     """The train rule's settings for a model of the tiny config, with `train` overrides."""
     settings = config_model.resolve(yaml.safe_load(TINY_CONFIG.read_text()))[model]
-    settings["train"] |= train
-    return {"name": settings["name"], "model": settings["model"], "train": settings["train"]}
+    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
+    return config_model.step_settings(settings, "train")
 
 
 # --- row 11: umask --------------------------------------------------------------------------------
@@ -231,21 +230,23 @@ def stop_and_time(proc: subprocess.Popen, signum: int, timeout_s: float = 30) ->
 
 def test_row15_sigterm_stops_a_training_job_within_seconds(tmp_path):
     # The train rule's script, run as SLURM runs it, with training that would take hours.
+    long_training = config_model.to_text(tiny_settings(max_epochs=100_000, early_stopping=False))
+    log, model_dir, summary_path = (str(tmp_path / n) for n in ("train.log", "model", "summary"))
     driver = tmp_path / "train_job.py"
     driver.write_text(
         textwrap.dedent(
             f"""
             import scvi
+            from scvi_hub_workflow.config import from_text
             from scvi_hub_workflow.rule_io import atomic_dir, logged_to, write_json
             from scvi_hub_workflow.training import train_model
 
-            with logged_to({str(tmp_path / "train.log")!r}):
-                model, history, summary = train_model(scvi.data.synthetic_iid(), {
-                tiny_settings(max_epochs=100_000, early_stopping=False)!r
-            })
-                with atomic_dir({str(tmp_path / "model")!r}) as tmp:
+            with logged_to({log!r}):
+                settings = from_text({long_training!r})
+                model, history, summary = train_model(scvi.data.synthetic_iid(), settings)
+                with atomic_dir({model_dir!r}) as tmp:
                     model.save(str(tmp), overwrite=True)
-                write_json({str(tmp_path / "summary.json")!r}, summary)
+                write_json({summary_path!r}, summary)
             """
         )
     )

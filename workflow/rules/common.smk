@@ -9,8 +9,8 @@ sys.path.insert(0, str(_package_dir))
 
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.config_files import check_config_files, read_config_file
-from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
 from scvi_hub_workflow.job_env import put_package_first
+from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
 from scvi_hub_workflow.stopping import stop_jobs_on_interrupt
 
 put_package_first(_package_dir)
