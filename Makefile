@@ -1,11 +1,12 @@
 # Two commands for a new user (see README.md):
 #   make run    set up .venv and run the default workflow on built-in data
 #   make test   set up .venv and run the tests (what CI runs)
+#   make test-fast  the unit tests only (no end-to-end runs, no SLURM): about a minute
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: setup run test lint format
+.PHONY: setup run test test-fast lint format
 
 setup: $(VENV)/.installed
 
@@ -22,6 +23,9 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow and not slurm"
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakefmt --check Snakefile workflow && $(BIN)/snakemake --lint

@@ -9,6 +9,9 @@ import pytest
 import scvi.hub
 from helpers import ROOT, SHARED, snakemake
 
+# End to end (minutes): `make test-fast` leaves it out, `make test` runs it.
+pytestmark = pytest.mark.slow
+
 DATA = SHARED / "data" / "cellbench_5batch.h5ad"
 
 

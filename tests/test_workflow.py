@@ -15,6 +15,9 @@ import yaml
 from helpers import SHARED, TINY_CONFIG, snakemake
 from scvi_hub_workflow.layout import HUB_FILES
 
+# End to end (minutes): `make test-fast` leaves it out, `make test` runs it.
+pytestmark = pytest.mark.slow
+
 MODELS = ("tiny-scvi", "tiny-scanvi")
 
 # Every section heading and bold label of the published scvi-hub cards.

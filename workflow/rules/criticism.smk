@@ -41,7 +41,7 @@ rule posterior_predictive_check:
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:
-        "results/{model}/benchmarks/posterior_predictive_check.tsv"
+        "results/{model}/resource_usage/posterior_predictive_check.tsv"
     conda:
         "../../envs/scvi.yaml"
     # Minibatches are sampled and counted in parallel threads (criticism.py); cv.json records

@@ -15,7 +15,7 @@ rule train:
     log:
         "logs/{model}/train.log",
     benchmark:
-        "results/{model}/benchmarks/train.tsv"
+        "results/{model}/resource_usage/train.tsv"
     conda:
         "../../envs/scvi.yaml"
     threads: 4

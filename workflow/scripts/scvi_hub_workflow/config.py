@@ -1,10 +1,10 @@
 """The config model: validation against the JSON schema, defaults, and typed per-model settings.
 
-The schema (`workflow/schemas/config.schema.yaml`) is the single source of keys, types and
-built-in defaults. A model's settings are the schema defaults, overlaid with the config's
-`defaults:` block, overlaid with the model's own keys, then frozen into the dataclasses below
-(one per config section; their fields are the schema's keys, their values come only from the
-resolved dict, so no default is written twice).
+The schema (`config.schema.yaml`, package data; `workflow/schemas/` links to it) is the single
+source of keys, types and built-in defaults. A model's settings are the schema defaults,
+overlaid with the config's `defaults:` block, overlaid with the model's own keys, then frozen
+into the dataclasses below (one per config section; their fields are the schema's keys, their
+values come only from the resolved dict, so no default is written twice).
 
 Each rule gets only the settings of its step (`step_settings`), as stable text (`to_text`):
 Snakemake compares params by their text, so the same settings in another key order re-run
@@ -25,7 +25,9 @@ from typing import Any
 
 from .layout import BUILTIN_DATASETS
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+# Package data, so a wheel install finds it; workflow/schemas/config.schema.yaml (where Snakemake
+# and users look) is a symlink to this file.
+SCHEMA_RESOURCE = "config.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -36,9 +38,11 @@ class ConfigError(ValueError):
 def load_schema() -> dict:
     # jsonschema and yaml are imported where used: rule scripts import this module only to
     # read their settings (from_text), in job environments that need neither.
+    from importlib.resources import files
+
     import yaml
 
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.safe_load(files(__package__).joinpath(SCHEMA_RESOURCE).read_text())
 
 
 def defaulted_sections() -> tuple[str, ...]:
