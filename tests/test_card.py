@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
+from scvi_hub_workflow.card import CardInputs, SavedModel, card_versions, metadata, render_card
 from scvi_hub_workflow.config import model_settings, step_settings
 
 
@@ -108,3 +108,23 @@ def test_metadata_is_what_hub_metadata_reads():
 
     meta = metadata("SCANVI", {"scvi": "1.4.2", "anndata": "0.12.19"}, None)
     assert HubMetadata(**meta).model_cls_name == "SCANVI"
+
+
+def test_saved_model_is_read_with_scvi_tools_loader(minified_model):
+    import scvi
+
+    saved = SavedModel.from_dir(minified_model / "minified")
+    assert saved.model_class == "SCVI" and saved.minified
+    assert saved.scvi_version == scvi.__version__  # recorded in the registry at training
+    assert saved.data_registry["X"] == {"attr_name": "X", "attr_key": None}
+    assert saved.summary_stats["n_cells"] > 0 and "n_latent" in saved.init_params
+    assert "adata" not in saved.init_params
+
+
+def test_card_versions_are_those_that_trained_the_model():
+    base = inputs()
+    saved = SavedModel(**{**vars(base.saved), "scvi_version": "1.2.0"})
+    found = card_versions(saved, {"anndata_version": "0.11.1"})
+    assert found == {"scvi": "1.2.0", "anndata": "0.11.1"}
+    card = render_card(CardInputs(**{**vars(base), "saved": saved, "versions": found}))
+    assert {"scvi_version:1.2.0", "anndata_version:0.11.1"} <= set(front_matter(card)["tags"])

@@ -3,23 +3,23 @@
 import json
 from pathlib import Path
 
-from scvi_hub_workflow.card import CardInputs, SavedModel, metadata, render_card
+from scvi_hub_workflow.card import CardInputs, SavedModel, card_versions, metadata, render_card
 from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
-from scvi_hub_workflow.versions import versions
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     settings = from_text(snakemake.params.settings)  # noqa: F821
     saved = SavedModel.from_dir(inputs.model)
-    found = versions()
+    training = json.loads(Path(inputs.training).read_text())
+    found = card_versions(saved, training)
     card = render_card(
         CardInputs(
             settings=settings,
             saved=saved,
             cv=json.loads(Path(inputs.cv).read_text()),
             de=json.loads(Path(inputs.de).read_text()),
-            training=json.loads(Path(inputs.training).read_text()),
+            training=training,
             versions=found,
         )
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from .config import CardStep
-from .layout import DE_COLUMNS, MODEL_FILE
+from .layout import DE_COLUMNS
 
 MODEL_TEXT = {
     "SCVI": {
@@ -55,7 +55,7 @@ CARD_DE_COLUMNS = _REF_DE + [c for c in DE_COLUMNS if c not in _REF_DE + ["group
 
 @dataclass
 class SavedModel:
-    """What the card needs from a saved model directory (its `model.pt`)."""
+    """What the card needs from a saved model directory, as scvi-tools' own loader reads it."""
 
     model_class: str
     init_params: dict
@@ -63,30 +63,34 @@ class SavedModel:
     data_registry: dict
     summary_stats: dict
     minified: bool
+    scvi_version: str | None = None  # the version that trained (and saved) the model
 
     @classmethod
     def from_dir(cls, model_dir: str | Path) -> SavedModel:
-        import torch
+        # HubModelCardHelper.from_dir reads model.pt with scvi-tools' loader and, for the
+        # minified flag, adata.h5ad's uns; license and anndata version are not read from
+        # the model (the card takes them from the settings and the training summary).
+        from scvi.hub import HubModelCardHelper
 
-        saved = torch.load(Path(model_dir) / MODEL_FILE, map_location="cpu", weights_only=False)
-        attrs = saved["attr_dict"]
-        registry = attrs["registry_"]
-        fields = registry["field_registries"]
-        data_registry = {k: v["data_registry"] for k, v in fields.items() if v.get("data_registry")}
-        summary = {}
-        for value in fields.values():
-            summary |= value.get("summary_stats", {})
-        init = attrs["init_params_"]
+        helper = HubModelCardHelper.from_dir(str(model_dir), license_info="", anndata_version="")
+        init = helper.model_init_params
         params = {**init.get("non_kwargs", {}), **init.get("kwargs", {}).get("model_kwargs", {})}
         params = {k: v for k, v in params.items() if k not in ("adata", "registry", "datamodule")}
         return cls(
-            model_class=registry["model_name"],
+            model_class=helper.model_cls_name,
             init_params=params,
-            setup_args=dict(registry["setup_args"]),
-            data_registry=data_registry,
-            summary_stats=summary,
-            minified=attrs.get("minified_data_type_") is not None or "minify_type" in data_registry,
+            setup_args=dict(helper.model_setup_anndata_args),
+            data_registry={k: dict(v) for k, v in helper.model_data_registry.items()},
+            summary_stats=dict(helper.model_summary_stats),
+            minified=bool(helper.data_is_minified),
+            scvi_version=helper.scvi_version,
         )
+
+
+def card_versions(saved: SavedModel, training: dict) -> dict[str, str]:
+    """The versions the card and metadata record: those that trained the model (its saved
+    registry, and the training job's summary for anndata), not the job rendering the card."""
+    return {"scvi": saved.scvi_version, "anndata": training["anndata_version"]}
 
 
 @dataclass
@@ -115,16 +119,29 @@ def _location(entry: dict) -> str:
 
 
 def front_matter(inputs: CardInputs) -> dict:
-    s = inputs.settings
-    tags = ["biology", "genomics", "single-cell", f"model_cls_name:{inputs.saved.model_class}"]
-    tags += [
-        f"scvi_version:{inputs.versions['scvi']}",
-        f"anndata_version:{inputs.versions['anndata']}",
-    ]
-    tags += [f"modality:{s.card.modality}"]
-    tags += [f"tissue:{t}" for t in s.tissues]
-    tags += [f"annotated:{bool(s.setup.labels_key)}"]
-    return {"library_name": "scvi-tools", "license": s.card.license, "tags": tags}
+    """The card's YAML header (library, license, tags), as scvi-tools' HubModelCardHelper
+    writes it, so the tags stay the ones the hub searches by."""
+    from scvi.hub import HubModelCardHelper
+    from scvi.utils import attrdict
+
+    s, saved = inputs.settings, inputs.saved
+    helper = HubModelCardHelper(
+        license_info=s.card.license,
+        model_cls_name=saved.model_class,
+        model_init_params=saved.init_params,
+        model_setup_anndata_args=saved.setup_args,
+        model_summary_stats=saved.summary_stats,
+        # The helper's template reads registry entries as attributes.
+        model_data_registry=attrdict({k: attrdict(v) for k, v in saved.data_registry.items()}),
+        scvi_version=inputs.versions["scvi"],
+        anndata_version=inputs.versions["anndata"],
+        data_modalities=[s.card.modality],
+        tissues=list(s.tissues),
+        data_is_annotated=bool(s.setup.labels_key),
+        data_is_minified=saved.minified,
+    )
+    data = helper.model_card.data
+    return {"library_name": data.library_name, "license": data.license, "tags": list(data.tags)}
 
 
 def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -> str:
@@ -168,6 +185,13 @@ def _json_block(data: dict) -> str:
 
 
 def render_card(inputs: CardInputs) -> str:
+    """The card: front matter from scvi-tools' HubModelCardHelper; the body is ours.
+
+    The helper's template would print the metric sections from scvi-tools' own criticism
+    (a t-test labelled Wilcoxon, no cell counts, no NaN handling) and links to `stable` docs;
+    ours carry the corrected definitions (docs/metrics.md) and the layout of the published
+    cards (docs/card.md), section for section.
+    """
     s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
     text = MODEL_TEXT[saved.model_class]
     version = inputs.versions["scvi"]

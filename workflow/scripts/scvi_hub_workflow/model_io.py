@@ -1,18 +1,20 @@
-"""Loading a saved scvi-tools model without knowing its class in advance."""
+"""Reading a saved scvi-tools model without knowing its class in advance."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
-from .layout import MODEL_FILE
+def saved_registry(model_dir: str | Path) -> dict:
+    """The registry saved with a model (class name, scvi-tools version, setup args, fields)."""
+    from scvi.model.base import BaseModelClass
+
+    return BaseModelClass.load_registry(str(model_dir))
 
 
 def saved_model_class(model_dir: str | Path) -> str:
-    """The class name recorded in a saved model's `model.pt` (e.g. "SCVI", "SCANVI")."""
-    saved = torch.load(Path(model_dir) / MODEL_FILE, map_location="cpu", weights_only=False)
-    return saved["attr_dict"]["registry_"]["model_name"]
+    """The class name recorded in a saved model (e.g. "SCVI", "SCANVI")."""
+    return saved_registry(model_dir)["model_name"]
 
 
 def load_model(model_dir: str | Path, adata=None):

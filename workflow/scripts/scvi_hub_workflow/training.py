@@ -156,6 +156,8 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         "seconds": round(time.perf_counter() - started, 3),
         "n_cells": {s: int((split == s).sum()) for s in SPLIT_LABELS},
         "scvi_version": scvi.__version__,
+        # The registry records scvi-tools' version but not anndata's: the card reads it here.
+        "anndata_version": ad.__version__,
         "torch_version": torch.__version__,
     }
     return model, history_table(history), summary
