@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,9 +18,13 @@ def test_schema_link_is_the_packaged_schema():
 
 
 def test_wheel_ships_the_schema_and_validates_configs_from_it(tmp_path):
+    # Built from a clean copy: a stale *.egg-info in the worktree could list the schema for it.
+    ignored = ("*.egg-info", ".venv", ".git", "build", "results", "resources", "logs", ".snakemake")
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*ignored))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(ROOT)],
+        + ["-w", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
     )
