@@ -128,3 +128,22 @@ def test_card_versions_are_those_that_trained_the_model():
     assert found == {"scvi": "1.2.0", "anndata": "0.11.1"}
     card = render_card(CardInputs(**{**vars(base), "saved": saved, "versions": found}))
     assert {"scvi_version:1.2.0", "anndata_version:0.11.1"} <= set(front_matter(card)["tags"])
+
+
+def test_training_data_url_comes_from_the_resolved_source_unless_configured():
+    from scvi_hub_workflow.card import with_source_url
+    from scvi_hub_workflow.config import model_settings, step_settings
+
+    def card_step(**card):
+        entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
+        entry["card"] = card
+        return step_settings(model_settings({"models": {"m": entry}}, "m"), "card")
+
+    settings = card_step()
+    resolved = {"source_url": "https://datasets.cellxgene.cziscience.com/v1.h5ad"}
+    got = with_source_url(settings, resolved)
+    assert got.card.training_data_url == resolved["source_url"]
+    assert settings.card.training_data_url is None  # not mutated
+    own = card_step(training_data_url="https://mine.org/x.h5ad")
+    assert with_source_url(own, resolved) == own
+    assert with_source_url(settings, {"source_url": None}) == settings

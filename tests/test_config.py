@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -197,3 +198,111 @@ def test_section_settings_take_the_schema_defaults_and_validate():
     assert (publish.enabled, publish.verify, publish.repo_id) == (False, True, "alice/x")
     with pytest.raises(ConfigError, match="repo_id"):
         config_model.section_settings("publish", {"repo_id": "not a repo"})
+
+
+# ---------------------------------------------------------------------------- atlas sources
+
+
+VERSION = "1c2d3e4f-0000-4000-8000-00000000beef"
+
+TEMPLATE = {
+    "templates": {
+        "ts": {
+            "tissues": ["lung", "salivary gland", "Bone Marrow"],
+            "model": {
+                "description": "scANVI of the Tabula Sapiens {tissue} {braces stay}",
+                "dataset": {
+                    "source": f"cellxgene:{VERSION}",
+                    "counts": "raw.X",
+                    "subset": {"tissue": "{tissue}", "is_primary_data": True},
+                },
+                "model": {"class": "SCVI", "setup": {"batch_key": "donor_id"}},
+                "publish": {"repo_id": "me/ts-{tissue_id}-scvi"},
+            },
+        }
+    }
+}
+
+
+def test_a_template_declares_one_model_per_tissue():
+    models = resolve(copy.deepcopy(TEMPLATE))
+    assert list(models) == ["ts-lung", "ts-salivary-gland", "ts-bone-marrow"]
+    gland = models["ts-salivary-gland"]
+    assert gland.tissues == ("salivary gland",)
+    assert gland.description == "scANVI of the Tabula Sapiens salivary gland {braces stay}"
+    assert gland.dataset.subset == {"is_primary_data": True, "tissue": "salivary gland"}
+    assert gland.publish.repo_id == "me/ts-salivary-gland-scvi"
+    sources = {s.dataset.location.workflow_path for s in models.values()}
+    assert sources == {f"resources/cellxgene/{VERSION}.h5ad"}  # one download for all
+
+
+def test_template_names_and_mixing_with_hand_written_models():
+    cfg = copy.deepcopy(TEMPLATE)
+    cfg["templates"]["ts"]["name"] = "{tissue_id}-scvi"
+    cfg["models"] = minimal()["models"]
+    assert set(resolve(cfg)) == {"m", "lung-scvi", "salivary-gland-scvi", "bone-marrow-scvi"}
+    cfg["models"] = {"lung-scvi": minimal()["models"]["m"]}
+    with pytest.raises(ConfigError, match="'lung-scvi' .* already declared in models"):
+        resolve(cfg)
+
+
+def test_expanded_models_are_checked_and_errors_name_them():
+    cfg = copy.deepcopy(TEMPLATE)
+    cfg["templates"]["ts"]["model"]["model"]["params"] = {"n_hiden": 3}
+    with pytest.raises(ConfigError) as error:
+        resolve(cfg)
+    message = str(error.value)
+    assert "models.ts-bone-marrow.model.params (expanded from templates.ts)" in message
+    assert "unknown key 'n_hiden'" in message
+    cfg = copy.deepcopy(TEMPLATE)
+    cfg["templates"]["ts"]["model"]["model"]["class"] = "SCANVI"
+    with pytest.raises(ConfigError, match=r"models.ts-lung.model.setup.labels_key \(expanded"):
+        resolve(cfg)
+    cfg = copy.deepcopy(TEMPLATE)
+    cfg["templates"]["ts"]["name"] = "no-placeholder"
+    with pytest.raises(ConfigError, match="templates.ts.name"):
+        resolve(cfg)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "expected"),
+    [
+        ({"source": "cellxgene:not a uuid"}, "is not a CELLxGENE Discover dataset"),
+        ({"source": "https://zenodo.org/x.h5ad", "checksum": "md5:123"}, "dataset.checksum"),
+        (
+            {
+                "source": "https://x.org/a.h5ad",
+                "sha256": "a" * 64,
+                "checksum": "sha256:" + "b" * 64,
+            },
+            "models.m.dataset.checksum: differs from dataset.sha256",
+        ),
+        ({"source": "builtin:synthetic-iid", "subset": {"tissue": []}}, "dataset.subset.tissue"),
+    ],
+)
+def test_atlas_dataset_keys_are_checked(dataset, expected):
+    with pytest.raises(ConfigError, match=expected):
+        resolve(minimal(dataset=dataset))
+
+
+def test_zenodo_md5_and_cellxgene_sources_land_in_resources():
+    md5 = "d" * 32
+    zenodo = config_model.parse_source("https://zenodo.org/x.h5ad", None, f"md5:{md5}")
+    assert zenodo.workflow_path == f"resources/downloads/{md5}.h5ad"
+    resolve(minimal(dataset={"source": "https://zenodo.org/x.h5ad", "checksum": f"MD5:{md5}"}))
+    cxg = config_model.parse_source(f"cellxgene:{VERSION}", None)
+    assert cxg.workflow_path == f"resources/cellxgene/{VERSION}.h5ad"
+    assert cxg.record_path == f"resources/cellxgene/{VERSION}.json"
+
+
+def test_three_tissues_from_one_download_in_the_dry_run(tmp_path):
+    path = tmp_path / "many.yaml"
+    cfg = copy.deepcopy(TEMPLATE)
+    cfg["templates"]["ts"]["tissues"] = ["lung", "liver", "salivary gland"]
+    path.write_text(yaml.safe_dump(cfg))
+    result = snakemake("-n", "--configfile", str(path), workdir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    table = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
+    assert table["cellxgene_download"] == "1", text[-3000:]
+    assert table["dataset"] == "3" and table["train"] == "3"

@@ -1,17 +1,14 @@
-"""Built-in data, checksummed downloads, and validation of what was read."""
+"""Built-in data and validation of what was read (downloads: tests/test_downloads.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from scvi_hub_workflow import datasets
+from scvi_hub_workflow import datasets, h5ad_io
 from scvi_hub_workflow.config import model_settings, step_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
 
@@ -131,76 +128,118 @@ def test_not_an_h5ad_file(tmp_path):
         prepare_dataset(source, settings_for(), tmp_path / "out.h5ad")
 
 
-class _Server:
-    """A loopback HTTP server that fails the first `failures` requests with a 503."""
-
-    def __init__(self, payload: bytes, failures: int = 0, status: int = 503):
-        self.payload, self.failures, self.status, self.requests = payload, failures, status, 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                server.requests += 1
-                if server.requests <= server.failures:
-                    self.send_error(server.status)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(server.payload)))
-                self.end_headers()
-                self.wfile.write(server.payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data.h5ad"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+# ---------------------------------------------------------------------------- atlas-shaped files
 
 
-@pytest.fixture
-def payload() -> bytes:
-    return b"not really h5ad, but bytes with a checksum" * 1000
+def cellxgene_like(n_cells: int = 300, n_genes: int = 40, seed: int = 0) -> ad.AnnData:
+    """Counts in raw.X, log-normalised X, Ensembl ids as var_names, symbols in feature_name."""
+    rng = np.random.default_rng(seed)
+    counts = sp.random(n_cells, n_genes, density=0.3, random_state=seed, format="csr") * 20
+    counts.data = np.ceil(counts.data).astype(np.float32)
+    tissues = np.array(["lung", "liver", "salivary gland"])[rng.integers(3, size=n_cells)]
+    obs = pd.DataFrame(
+        {
+            "tissue": pd.Categorical(tissues),
+            "donor_id": pd.Categorical(rng.choice(["d1", "d2"], size=n_cells)),
+            "is_primary_data": rng.random(n_cells) < 0.8,
+        },
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
+    var = pd.DataFrame(
+        {"feature_name": [f"GENE{i % (n_genes - 2)}" for i in range(n_genes)]},
+        index=[f"ENSG{i:011d}" for i in range(n_genes)],
+    )
+    raw = ad.AnnData(X=counts.astype(np.float32), obs=obs, var=pd.DataFrame(index=var.index))
+    adata = ad.AnnData(X=sp.csr_matrix(np.log1p(counts.toarray())), obs=obs, var=var)
+    adata.raw = raw
+    return adata
 
 
-def test_download_verifies_and_renames(tmp_path, payload):
-    server = _Server(payload)
-    try:
-        target = tmp_path / "d" / "x.h5ad"
-        datasets.download(server.url, target, hashlib.sha256(payload).hexdigest(), backoff_s=0)
-        assert target.read_bytes() == payload
-    finally:
-        server.close()
+def atlas_settings(**dataset):
+    entry = {
+        "dataset": {"source": "builtin:synthetic-iid", "counts": "raw.X", **dataset},
+        "model": {"class": "SCVI", "setup": {"batch_key": "donor_id"}},
+    }
+    return step_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
 
 
-def test_download_retries_transient_errors(tmp_path, payload):
-    server = _Server(payload, failures=2)
-    try:
-        target = tmp_path / "x.h5ad"
-        datasets.download(server.url, target, hashlib.sha256(payload).hexdigest(), backoff_s=0)
-        assert server.requests == 3 and target.read_bytes() == payload
-    finally:
-        server.close()
+def test_tissue_subset_reads_only_the_kept_rows_of_raw_counts(tmp_path, monkeypatch):
+    adata = cellxgene_like()
+    source = tmp_path / "atlas.h5ad"
+    adata.write_h5ad(source)
+    blocks = []
+    original = h5ad_io._csr_block
+    monkeypatch.setattr(h5ad_io, "BLOCK_BYTES", 2000)  # many small blocks
+    monkeypatch.setattr(
+        h5ad_io, "_csr_block", lambda e, p, a, b: blocks.append(b - a) or original(e, p, a, b)
+    )
+    subset = {"tissue": "salivary gland", "is_primary_data": True}
+    summary = prepare_dataset(source, atlas_settings(subset=subset), tmp_path / "out.h5ad")
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    keep = ((adata.obs["tissue"] == "salivary gland") & adata.obs["is_primary_data"]).to_numpy()
+    assert list(out.obs_names) == list(adata.obs_names[keep])
+    np.testing.assert_array_equal(out.X.toarray(), adata.raw.X[keep].toarray())
+    assert list(out.var_names) == list(adata.var_names)  # Ensembl ids kept
+    assert list(out.var["feature_name"]) == list(adata.var["feature_name"])  # symbols carried
+    assert summary["n_cells"] == keep.sum() and summary["n_cells_in_file"] == adata.n_obs
+    assert max(blocks) < adata.n_obs / 4 and sum(blocks) <= adata.n_obs
 
 
-def test_download_checksum_mismatch_leaves_nothing(tmp_path, payload):
-    server = _Server(payload)
-    try:
-        target = tmp_path / "x.h5ad"
-        with pytest.raises(DatasetError, match="does not match the configured sha256"):
-            datasets.download(server.url, target, "0" * 64, backoff_s=0)
-        assert list(tmp_path.iterdir()) == []
-    finally:
-        server.close()
+def test_gene_symbols_instead_of_ids(tmp_path):
+    adata = cellxgene_like()
+    source = tmp_path / "atlas.h5ad"
+    adata.write_h5ad(source)
+    prepare_dataset(source, atlas_settings(gene_names="feature_name"), tmp_path / "out.h5ad")
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert out.var_names.is_unique and out.var_names[0] == "GENE0"
+    assert list(out.var["gene_ids"]) == list(adata.var_names)
+    with pytest.raises(DatasetError, match=r"'symbol' \(dataset.gene_names\) not found"):
+        prepare_dataset(source, atlas_settings(gene_names="symbol"), tmp_path / "o.h5ad")
 
 
-def test_download_client_error_is_not_retried(tmp_path, payload):
-    server = _Server(payload, failures=10, status=404)
-    try:
-        with pytest.raises(DatasetError, match="HTTP 404"):
-            datasets.download(server.url, tmp_path / "x.h5ad", "0" * 64, backoff_s=0)
-        assert server.requests == 1 and list(tmp_path.iterdir()) == []
-    finally:
-        server.close()
+def test_subset_errors_name_model_column_and_values(tmp_path):
+    source = tmp_path / "atlas.h5ad"
+    cellxgene_like().write_h5ad(source)
+    with pytest.raises(
+        DatasetError, match=r"model 'm'.*'organ' \(dataset.subset.organ\) not found"
+    ):
+        prepare_dataset(source, atlas_settings(subset={"organ": "lung"}), tmp_path / "o.h5ad")
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(source, atlas_settings(subset={"tissue": ["lung", "Lung"]}), tmp_path / "o")
+    message = str(error.value)
+    assert "model 'm'" in message and "no cell has tissue = 'Lung'" in message
+    assert "'liver', 'lung', 'salivary gland'" in message
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_counts_are_caught_in_a_later_block(tmp_path, monkeypatch):
+    adata = cellxgene_like()
+    adata.raw.X.data[-1] = 0.5  # the last stored value: only the last block sees it
+    source = tmp_path / "atlas.h5ad"
+    adata.write_h5ad(source)
+    monkeypatch.setattr(h5ad_io, "BLOCK_BYTES", 2000)
+    with pytest.raises(DatasetError, match="counts are not integers"):
+        prepare_dataset(source, atlas_settings(), tmp_path / "out.h5ad")
+    assert list(tmp_path.iterdir()) == [source]
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("pick", ["all", "few", "many"])
+def test_iter_rows_matches_in_memory_rows(tmp_path, dense, pick):
+    adata = cellxgene_like(n_cells=500)
+    matrix = adata.raw.X.toarray() if dense else adata.raw.X
+    ad.AnnData(X=matrix).write_h5ad(tmp_path / "m.h5ad")
+    rng = np.random.default_rng(1)
+    rows = {
+        "all": None,
+        "few": np.sort(rng.choice(500, size=20, replace=False)),
+        "many": np.sort(rng.choice(500, size=400, replace=False)),
+    }[pick]
+    with h5py.File(tmp_path / "m.h5ad") as f:
+        got = list(h5ad_io.iter_rows(f["X"], rows, budget=1000))
+    assert len(got) > 1
+    expected = adata.raw.X.toarray()[np.arange(500) if rows is None else rows]
+    np.testing.assert_array_equal(
+        np.concatenate([r for r, _ in got]), rows if rows is not None else np.arange(500)
+    )
+    np.testing.assert_array_equal(sp.vstack([b for _, b in got]).toarray(), expected)

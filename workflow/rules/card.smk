@@ -4,6 +4,7 @@ rule card:
         cv="results/{model}/criticism/cv.json",
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
+        dataset="results/{model}/dataset.json",
     output:
         card=report(
             "results/{model}/card/README.md",
@@ -14,6 +15,8 @@ rule card:
         metadata="results/{model}/card/_scvi_required_metadata.json",
     log:
         "logs/{model}/card.log",
+    benchmark:
+        "results/{model}/benchmarks/card.tsv"
     conda:
         "../../envs/scvi.yaml"
     params:

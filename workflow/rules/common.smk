@@ -75,7 +75,8 @@ onstart:
 wildcard_constraints:
     model="|".join(sorted(map(re.escape, MODELS))) or "(?!)",
     name="|".join(BUILTIN_DATASETS),
-    sha256="[0-9a-f]{64}",
+    digest="[0-9a-f]{32}|[0-9a-f]{64}",
+    cellxgene_id="[A-Za-z0-9][A-Za-z0-9-]*",
 
 
 def settings_of(step):
@@ -88,16 +89,32 @@ def settings_of(step):
     return settings
 
 
-def source_file(wildcards):
-    return MODELS[wildcards.model].dataset.location.workflow_path
+def dataset_inputs(wildcards):
+    """The file the dataset step reads and, for CELLxGENE, the record of what it resolved to."""
+    source = MODELS[wildcards.model].dataset.location
+    inputs = {"data": source.workflow_path}
+    if source.record_path:
+        inputs["record"] = source.record_path
+    return inputs
 
 
-def url_of(wildcards):
-    for settings in MODELS.values():
-        source = settings.dataset.location
-        if source.kind == "url" and source.sha256.lower() == wildcards.sha256:
-            return source.location
-    raise WorkflowError(f"no model downloads a file with sha256 {wildcards.sha256}")
+def _sources(kind):
+    sources = (s.dataset.location for s in MODELS.values())
+    return [source for source in sources if source.kind == kind]
+
+
+def download_source(wildcards):
+    for source in _sources("url"):
+        if source.digest == wildcards.digest:
+            return source
+    raise WorkflowError(f"no model downloads a file with checksum {wildcards.digest}")
+
+
+def cellxgene_source(wildcards):
+    for source in _sources("cellxgene"):
+        if source.location == wildcards.cellxgene_id:
+            return source
+    raise WorkflowError(f"no model reads cellxgene:{wildcards.cellxgene_id}")
 
 
 def gpu_request(wildcards):

@@ -11,26 +11,47 @@ rule builtin_dataset:
 
 rule download:
     output:
-        "resources/downloads/{sha256}.h5ad",
+        "resources/downloads/{digest}.h5ad",
     log:
-        "logs/downloads/{sha256}.log",
+        "logs/downloads/{digest}.log",
     localrule: True
     conda:
         "../../envs/scanpy.yaml"
     params:
-        url=url_of,
+        url=lambda wc: download_source(wc).location,
+        sha256=lambda wc: download_source(wc).sha256,
+        checksum=lambda wc: download_source(wc).checksum,
     script:
         "../scripts/download_dataset.py"
 
 
+# One job per CELLxGENE id, whatever the number of models (tissues) that read it.
+rule cellxgene_download:
+    output:
+        data="resources/cellxgene/{cellxgene_id}.h5ad",
+        record="resources/cellxgene/{cellxgene_id}.json",
+    log:
+        "logs/cellxgene/{cellxgene_id}.log",
+    localrule: True
+    conda:
+        "../../envs/scanpy.yaml"
+    params:
+        sha256=lambda wc: cellxgene_source(wc).sha256,
+        checksum=lambda wc: cellxgene_source(wc).checksum,
+    script:
+        "../scripts/cellxgene_download.py"
+
+
 rule dataset:
     input:
-        source_file,
+        unpack(dataset_inputs),
     output:
         data=temp("results/{model}/dataset.h5ad"),
         summary="results/{model}/dataset.json",
     log:
         "logs/{model}/dataset.log",
+    benchmark:
+        "results/{model}/benchmarks/dataset.tsv"
     conda:
         "../../envs/scanpy.yaml"
     params:
@@ -52,6 +73,8 @@ rule hvg:
         ),
     log:
         "logs/{model}/hvg.log",
+    benchmark:
+        "results/{model}/benchmarks/hvg.tsv"
     conda:
         "../../envs/scanpy.yaml"
     params:

@@ -36,6 +36,8 @@ rule minify:
         directory("results/{model}/minified"),
     log:
         "logs/{model}/minify.log",
+    benchmark:
+        "results/{model}/benchmarks/minify.tsv"
     conda:
         "../../envs/scvi.yaml"
     resources:

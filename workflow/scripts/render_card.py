@@ -3,13 +3,21 @@
 import json
 from pathlib import Path
 
-from scvi_hub_workflow.card import CardInputs, SavedModel, card_versions, metadata, render_card
+from scvi_hub_workflow.card import (
+    CardInputs,
+    SavedModel,
+    card_versions,
+    metadata,
+    render_card,
+    with_source_url,
+)
 from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
-    settings = from_text(snakemake.params.settings)  # noqa: F821
+    dataset = json.loads(Path(inputs.dataset).read_text())
+    settings = with_source_url(from_text(snakemake.params.settings), dataset)  # noqa: F821
     saved = SavedModel.from_dir(inputs.model)
     training = json.loads(Path(inputs.training).read_text())
     found = card_versions(saved, training)

@@ -6,6 +6,7 @@ The card carries every section, front-matter key and tag of the published scvi-h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -296,3 +297,15 @@ def metadata(model_class: str, versions: dict, training_data_url: str | None) ->
         "training_data_url": training_data_url,
         "model_parent_module": "scvi.model",
     }
+
+
+def with_source_url(settings: CardStep, dataset_summary: dict) -> CardStep:
+    """Card settings whose `training_data_url` is the resolved source URL, unless configured.
+
+    scvi-tools' `HubModel.read_large_training_adata` fetches the full data of a minified
+    model from it; the URL is the resolved download (CELLxGENE: the version's H5AD asset).
+    """
+    if settings.card.training_data_url or not dataset_summary.get("source_url"):
+        return settings
+    card = dataclasses.replace(settings.card, training_data_url=dataset_summary["source_url"])
+    return dataclasses.replace(settings, card=card)

@@ -18,12 +18,14 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .layout import BUILTIN_DATASETS
+from .templates import TemplateError, annotate, expand_templates
 
 # Package data, so a wheel install finds it; workflow/schemas/config.schema.yaml (where Snakemake
 # and users look) is a symlink to this file.
@@ -98,11 +100,21 @@ def _merge(base: Any, override: Any) -> Any:
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Where a model's data comes from: `builtin`, `url` or `path`."""
+    """Where a model's data comes from: `builtin`, `url`, `cellxgene` or `path`."""
 
     kind: str
     location: str
     sha256: str | None
+    checksum: str | None = None  # `md5:<hex>` or `sha256:<hex>`
+
+    @property
+    def digest(self) -> str | None:
+        """The hex digest naming a URL's download: the sha256 if given, else the checksum's."""
+        if self.sha256:
+            return self.sha256.lower()
+        if self.checksum:
+            return self.checksum.partition(":")[2].lower()
+        return None
 
     @property
     def workflow_path(self) -> str:
@@ -110,16 +122,30 @@ class DatasetSource:
         if self.kind == "builtin":
             return f"resources/builtin/{self.location}.h5ad"
         if self.kind == "url":
-            return f"resources/downloads/{self.sha256.lower()}.h5ad"
+            return f"resources/downloads/{self.digest}.h5ad"
+        if self.kind == "cellxgene":
+            return f"resources/cellxgene/{self.location}.h5ad"
         return self.location
 
+    @property
+    def record_path(self) -> str | None:
+        """What the download resolved (CELLxGENE: version id, URL, size, sha256), or None."""
+        if self.kind == "cellxgene":
+            return f"resources/cellxgene/{self.location}.json"
+        return None
 
-def parse_source(source: str, sha256: str | None) -> DatasetSource:
+
+CELLXGENE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+def parse_source(source: str, sha256: str | None, checksum: str | None = None) -> DatasetSource:
     if source.startswith("builtin:"):
-        return DatasetSource("builtin", source.removeprefix("builtin:"), sha256)
+        return DatasetSource("builtin", source.removeprefix("builtin:"), sha256, checksum)
+    if source.startswith("cellxgene:"):
+        return DatasetSource("cellxgene", source.removeprefix("cellxgene:"), sha256, checksum)
     if source.startswith(("http://", "https://")):
-        return DatasetSource("url", source, sha256)
-    return DatasetSource("path", source, sha256)
+        return DatasetSource("url", source, sha256, checksum)
+    return DatasetSource("path", source, sha256, checksum)
 
 
 # --- typed settings: one frozen dataclass per config section -------------------------------
@@ -133,12 +159,15 @@ class DatasetSettings:
 
     source: str
     sha256: str | None
+    checksum: str | None
     counts: str
+    subset: dict | None  # obs column -> value or list of values
     subsample_cells: int | None
+    gene_names: str | None
 
     @property
     def location(self) -> DatasetSource:
-        return parse_source(self.source, self.sha256)
+        return parse_source(self.source, self.sha256, self.checksum)
 
 
 @dataclass(frozen=True)
@@ -474,14 +503,30 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
             f"{key}.train.train_size: 1 leaves no validation cells, which "
             f"{key}.train.early_stopping needs; lower train_size or set early_stopping: false"
         )
-    source = parse_source(s["dataset"]["source"], s["dataset"].get("sha256"))
+    dataset = s["dataset"]
+    source = parse_source(dataset["source"], dataset.get("sha256"), dataset.get("checksum"))
     if source.kind == "builtin" and source.location not in BUILTIN_DATASETS:
         problems.append(
             f"{key}.dataset.source: unknown built-in dataset {source.location!r}; "
             f"choose one of {', '.join(BUILTIN_DATASETS)}"
         )
-    if source.kind == "url" and not source.sha256:
-        problems.append(f"{key}.dataset.sha256: a URL source needs its SHA-256 checksum")
+    if source.kind == "url" and not source.digest:
+        problems.append(
+            f"{key}.dataset.sha256: a URL source needs its checksum: `sha256: <hex>` or "
+            "`checksum: md5:<hex>` (as Zenodo publishes) or `checksum: sha256:<hex>`"
+        )
+    if source.kind == "cellxgene" and not CELLXGENE_ID.match(source.location):
+        problems.append(
+            f"{key}.dataset.source: {source.location!r} is not a CELLxGENE Discover dataset or "
+            "dataset version id (cellxgene:<uuid>)"
+        )
+    checksum = dataset.get("checksum") or ""
+    if (
+        source.sha256
+        and checksum.lower().startswith("sha256:")
+        and checksum.partition(":")[2].lower() != source.sha256.lower()
+    ):
+        problems.append(f"{key}.dataset.checksum: differs from dataset.sha256")
     if source.kind == "path" and not (workdir / source.location).is_file():
         problems.append(f"{key}.dataset.source: file not found: {source.location}")
     if s["publish"]["enabled"] and not s["publish"].get("repo_id"):
@@ -495,8 +540,17 @@ def resolve(config: dict, workdir: str | os.PathLike = ".") -> dict[str, ModelSe
     Raises ConfigError naming each offending key before any job runs.
     """
     validate_config(config)
+    try:
+        config, origin = expand_templates(config)
+    except TemplateError as error:
+        raise ConfigError(f"invalid configuration:\n  - {error}") from None
+    try:
+        validate_config(config)  # the expanded models, like hand-written ones
+    except ConfigError as error:
+        raise ConfigError(annotate(str(error), origin)) from None
     settings = {name: _settings_dict(config, name) for name in config["models"]}
     problems = [p for name, s in settings.items() for p in _check_model(name, s, Path(workdir))]
     if problems:
-        raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(annotate(f"invalid configuration:\n{lines}", origin))
     return {name: build(ModelSettings, s) for name, s in settings.items()}

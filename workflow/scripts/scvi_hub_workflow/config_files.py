@@ -75,7 +75,7 @@ def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
     for path in paths:
         read_config_file(path)
     models = config.get("models")
-    if not isinstance(models, dict) or not models:
+    if (not isinstance(models, dict) or not models) and not config.get("templates"):
         files = ", ".join(str(p) for p in paths) or "no config file"
         state = "is empty" if "models" in config else "is missing"
         given = [str(p) for p in paths] != ["config/config.yaml"]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .config import DatasetStep, Setup
-from .layout import ATTEMPTS, BUILTIN_DATASETS, FIRST_WAIT_S, retried
+from . import h5ad_io
+from .config import DatasetSettings, DatasetStep, Setup
+from .downloads import verify_file
+from .layout import BUILTIN_DATASETS
 from .rule_io import atomic_path, sha256_of
 
 log = logging.getLogger(__name__)
@@ -127,87 +127,7 @@ def write_builtin(name: str, path: str | Path) -> None:
         adata.write_h5ad(tmp, compression="gzip")
 
 
-# ---------------------------------------------------------------------------- downloads
-
-
-def download(
-    url: str,
-    path: str | Path,
-    sha256: str,
-    *,
-    attempts: int = ATTEMPTS,
-    backoff_s: float = FIRST_WAIT_S,
-    timeout_s: float = 60.0,
-) -> None:
-    """Download `url` to `path`: retried with backoff, checksum-verified, renamed into place.
-
-    A failed or corrupted transfer never leaves a file at `path`. A checksum mismatch is not
-    retried: the same server would send the same bytes again.
-    """
-    expected = sha256.lower()
-
-    def fetch(_attempt: int) -> None:
-        with atomic_path(path) as tmp:
-            digest = hashlib.sha256()
-            with (
-                urllib.request.urlopen(url, timeout=timeout_s) as response,
-                open(tmp, "wb") as out,
-            ):
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-            actual = digest.hexdigest()
-            if actual != expected:
-                raise DatasetError(
-                    f"{url}: SHA-256 {actual} does not match the configured sha256 {expected}"
-                )
-
-    try:
-        retried(fetch, _is_transient, what=f"download of {url}", attempts=attempts,
-                wait_s=backoff_s, log=log)  # fmt: skip
-    except DatasetError:
-        raise
-    except urllib.error.HTTPError as error:
-        if not _is_transient(error):
-            raise DatasetError(f"{url}: HTTP {error.code} {error.reason}") from error
-        raise DatasetError(f"{url}: download failed after {attempts} attempts: {error}") from error
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        raise DatasetError(f"{url}: download failed after {attempts} attempts: {error}") from error
-
-
-def _is_transient(error: BaseException) -> bool:
-    """A connection problem or a 5xx/429 answer; a wrong checksum or another 4xx is final."""
-    if isinstance(error, DatasetError):
-        return False
-    if isinstance(error, urllib.error.HTTPError):
-        return error.code >= 500 or error.code == 429
-    return isinstance(error, urllib.error.URLError | OSError | TimeoutError)
-
-
 # ---------------------------------------------------------------------------- validation
-
-
-def _counts_from(
-    adata: ad.AnnData, location: str, where: str
-) -> tuple[sp.csr_matrix, pd.DataFrame]:
-    """The counts matrix named by `dataset.counts`, and the var table that goes with it."""
-    if location == "X":
-        matrix, var = adata.X, adata.var
-    elif location == "raw.X":
-        if adata.raw is None:
-            raise DatasetError(f"{where}: dataset.counts is 'raw.X' but the file has no raw")
-        matrix, var = adata.raw.X, adata.raw.var
-    else:
-        layer = location.removeprefix("layers/")
-        if layer not in adata.layers:
-            raise DatasetError(
-                f"{where}: layer {layer!r} (dataset.counts) not found; "
-                f"layers: {', '.join(adata.layers) or 'none'}"
-            )
-        matrix, var = adata.layers[layer], adata.var
-    if matrix is None:
-        raise DatasetError(f"{where}: {location} is empty")
-    return sp.csr_matrix(matrix, dtype=np.float32), var
 
 
 def check_counts(matrix: sp.csr_matrix, where: str) -> None:
@@ -320,57 +240,165 @@ def check_scanvi_labels(
         )
 
 
-def prepare_dataset(source_path: str | Path, settings: DatasetStep, out_path: str | Path) -> dict:
+def _counts_element(f: h5py.File, location: str, where: str):
+    """The counts element named by `dataset.counts`, and the var table that goes with it."""
+    if location == "X":
+        path, var_path = "X", "var"
+    elif location == "raw.X":
+        if "raw" not in f:
+            raise DatasetError(f"{where}: dataset.counts is 'raw.X' but the file has no raw")
+        path, var_path = "raw/X", "raw/var"
+    else:
+        layer = location.removeprefix("layers/")
+        if layer not in f.get("layers", {}):
+            found = ", ".join(f["layers"]) if "layers" in f else ""
+            raise DatasetError(
+                f"{where}: layer {layer!r} (dataset.counts) not found; layers: {found or 'none'}"
+            )
+        path, var_path = f"layers/{layer}", "var"
+    if path not in f:
+        raise DatasetError(f"{where}: {location} is empty")
+    var = h5ad_io.read_frame(f[var_path])
+    if var_path == "raw/var":
+        # CELLxGENE keeps gene symbols (`feature_name`) in var; carry them to raw's genes.
+        main = h5ad_io.read_frame(f["var"])
+        for column in main.columns.difference(var.columns):
+            var[column] = main[column].reindex(var.index).to_numpy()
+    return f[path], var
+
+
+def select_cells(obs: pd.DataFrame, dataset: DatasetSettings, seed: int, where: str) -> np.ndarray:
+    """File row numbers of the cells kept: `dataset.subset`, then `dataset.subsample_cells`."""
+    keep = np.ones(len(obs), dtype=bool)
+    for column, wanted in (dataset.subset or {}).items():
+        key = f"dataset.subset.{column}"
+        if column not in obs.columns:
+            raise DatasetError(
+                f"{where}: obs column {column!r} ({key}) not found; "
+                f"columns: {', '.join(map(str, obs.columns)) or 'none'}"
+            )
+        values = list(wanted) if isinstance(wanted, list | tuple) else [wanted]
+        present = pd.unique(obs[column].dropna())
+        missing = [v for v in values if not (obs[column] == v).any()]
+        if missing:
+            shown = ", ".join(map(repr, sorted(map(str, present))[:30]))
+            raise DatasetError(
+                f"{where}: no cell has {column} = {', '.join(map(repr, missing))} ({key}); "
+                f"values: {shown}{' ...' if len(present) > 30 else ''}"
+            )
+        keep &= obs[column].isin(values).to_numpy()
+    if not keep.any():
+        raise DatasetError(f"{where}: no cell matches every column of dataset.subset together")
+    rows = np.flatnonzero(keep)
+    n_sample = dataset.subsample_cells
+    if n_sample and n_sample < rows.size:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(rows, size=n_sample, replace=False))
+    return rows
+
+
+def _gene_table(var: pd.DataFrame, gene_names: str | None, where: str) -> pd.DataFrame:
+    """The genes as the model will know them: the file's var_names, or a var column's values."""
+    table = pd.DataFrame(index=var.index.astype(str))
+    for column in var.columns:
+        table[column] = var[column].to_numpy()
+    if gene_names:
+        if gene_names not in var.columns:
+            raise DatasetError(
+                f"{where}: var column {gene_names!r} (dataset.gene_names) not found; "
+                f"columns: {', '.join(map(str, var.columns)) or 'none'}"
+            )
+        if "gene_ids" not in table.columns:
+            table["gene_ids"] = table.index.to_numpy()
+        table.index = pd.Index(var[gene_names].astype(str).to_numpy())
+    table.index = ad.utils.make_index_unique(pd.Index(table.index.astype(str)))
+    table.index.name = None
+    return table
+
+
+def prepare_dataset(
+    source_path: str | Path,
+    settings: DatasetStep,
+    out_path: str | Path,
+    record: dict | None = None,
+) -> dict:
     """Read a dataset, validate it against the model's settings, write the canonical copy.
 
-    The canonical copy has the counts as a CSR matrix in X (and also in `layers[layer]` when
-    `model.setup.layer` is set), unique gene names, and no other layers or raw. Returns a
-    summary for the card and logs.
+    The canonical copy has the kept cells (`dataset.subset`, `dataset.subsample_cells`), their
+    counts as a CSR matrix in X (and also in `layers[layer]` when `model.setup.layer` is set),
+    unique gene names, and no other layers or raw. Memory stays bounded at atlas size: obs and
+    var are read first, then only the kept rows of the counts element, block by block, each
+    block checked and written before the next is read. `record` is what a download resolved
+    (CELLxGENE: version id, URL, size, sha256). Returns a summary for the card and logs.
     """
     where = f"model {settings.name!r}, file {source_path}"
     dataset, setup = settings.dataset, settings.setup
-    if dataset.sha256:
+    # Downloads were verified as they arrived; a local file is verified here.
+    local = dataset.location.kind == "path"
+    if local and dataset.sha256:
         actual = sha256_of(source_path)
         if actual != dataset.sha256.lower():
             raise DatasetError(f"{where}: SHA-256 {actual} differs from dataset.sha256")
+    if local and dataset.checksum:
+        try:
+            verify_file(source_path, dataset.checksum, "dataset.checksum")
+        except ValueError as error:
+            raise DatasetError(f"{where}: {error}") from None
     try:
-        adata = ad.read_h5ad(source_path)
-    except Exception as error:  # anndata raises many types for a bad file
+        handle = h5py.File(source_path, "r")
+    except OSError as error:
         raise DatasetError(f"{where}: not a readable .h5ad file ({error})") from error
-    counts, var = _counts_from(adata, dataset.counts, where)
-    if counts.shape[0] == 0 or counts.shape[1] == 0:
-        raise DatasetError(
-            f"{where}: the data has {counts.shape[0]} cells x {counts.shape[1]} genes"
-        )
-    check_counts(counts, f"{where}, counts in {dataset.counts}")
-    _check_obs(adata.obs, setup, where)
-
-    clean = ad.AnnData(
-        X=counts, obs=adata.obs.copy(), var=pd.DataFrame(index=var.index.astype(str))
-    )
-    for column in var.columns:
-        clean.var[column] = var[column].to_numpy()
-    clean.var_names_make_unique()
-    if setup.layer:
-        clean.layers[setup.layer] = clean.X
-    for key in ("simulation", "source"):
-        if key in adata.uns:
-            clean.uns[key] = adata.uns[key]
-    if "true_log2fc" in adata.varm:
-        clean.varm["true_log2fc"] = adata.varm["true_log2fc"]
-    if dataset.subsample_cells and dataset.subsample_cells < clean.n_obs:
-        rng = np.random.default_rng(settings.seed)
-        keep = np.sort(rng.choice(clean.n_obs, size=dataset.subsample_cells, replace=False))
-        clean = clean[keep].copy()
-    for key in setup.categorical_columns():
-        clean.obs[key] = clean.obs[key].astype(str).astype("category")
-    check_cells(clean.obs, settings, where)
-    with atomic_path(out_path) as tmp:
-        clean.write_h5ad(tmp)
-    return {
+    with handle as f:
+        try:
+            obs = h5ad_io.read_frame(f["obs"])
+            element, var = _counts_element(f, dataset.counts, where)
+        except DatasetError:
+            raise
+        except Exception as error:  # anndata raises many types for a bad file
+            raise DatasetError(f"{where}: not a readable .h5ad file ({error})") from error
+        n_file_cells, n_genes = h5ad_io.element_shape(element)
+        if n_file_cells == 0 or n_genes == 0:
+            raise DatasetError(f"{where}: the data has {n_file_cells} cells x {n_genes} genes")
+        rows = select_cells(obs, dataset, settings.seed, where)
+        obs = obs.iloc[rows].copy()
+        _check_obs(obs, setup, where)
+        for key in setup.categorical_columns():
+            obs[key] = obs[key].astype(str).astype("category")
+        check_cells(obs, settings, where)
+        genes = _gene_table(var, dataset.gene_names, where)
+        skeleton = ad.AnnData(obs=obs, var=genes)
+        for key in ("simulation", "source"):
+            if key in f.get("uns", {}):
+                skeleton.uns[key] = ad.io.read_elem(f["uns"][key])
+        if "varm" in f and "true_log2fc" in f["varm"]:
+            skeleton.varm["true_log2fc"] = ad.io.read_elem(f["varm"]["true_log2fc"])
+        nnz = 0
+        with atomic_path(out_path) as tmp:
+            skeleton.write_h5ad(tmp)
+            del skeleton
+            with h5py.File(tmp, "a") as out:
+                keys = ["X"] + ([f"layers/{setup.layer}"] if setup.layer else [])
+                writers = [h5ad_io.CsrWriter(out, k, rows.size, n_genes) for k in keys]
+                for _, block in h5ad_io.iter_rows(element, rows):
+                    check_counts(block, f"{where}, counts in {dataset.counts}")
+                    for writer in writers:
+                        writer.append(block)
+                    nnz += block.nnz
+                for writer in writers:
+                    writer.close()
+    summary = {
         "source": str(source_path),
-        "n_cells": int(clean.n_obs),
-        "n_genes": int(clean.n_vars),
+        "n_cells": int(rows.size),
+        "n_genes": int(n_genes),
         "counts_from": dataset.counts,
-        "nnz": int(clean.X.nnz),
+        "nnz": int(nnz),
+        "n_cells_in_file": int(n_file_cells),
+        "subset": dataset.subset,
+        "gene_names": dataset.gene_names or "var_names",
     }
+    source_url = dataset.source
+    if record:
+        summary["resolved"] = record
+        source_url = record.get("url", "")
+    summary["source_url"] = source_url if source_url.startswith(("http://", "https://")) else None
+    return summary

@@ -1,0 +1,13 @@
+"""Rule cellxgene_download: resolve a CELLxGENE Discover id, download its H5AD, record it."""
+
+from scvi_hub_workflow.cellxgene import fetch_dataset
+from scvi_hub_workflow.rule_io import logged_to, write_json
+
+with logged_to(snakemake.log[0]):  # noqa: F821
+    record = fetch_dataset(
+        snakemake.wildcards.cellxgene_id,  # noqa: F821
+        snakemake.output.data,  # noqa: F821
+        sha256=snakemake.params.sha256,  # noqa: F821
+        checksum=snakemake.params.checksum,  # noqa: F821
+    )
+    write_json(snakemake.output.record, record)  # noqa: F821
