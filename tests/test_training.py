@@ -11,6 +11,7 @@ from scvi_hub_workflow.training import (
     choose_accelerator,
     history_table,
     model_kwargs,
+    phase_summary,
     setup_kwargs,
 )
 
@@ -63,6 +64,17 @@ def test_history_table_has_one_row_per_epoch():
     table = history_table(history)
     assert list(table.columns) == ["elbo_train", "elbo_validation"]
     assert len(table) == 2 and table.index.name == "epoch"
+
+
+def test_history_of_two_phases_keeps_each_phase_and_its_epochs():
+    scvi_history = {"elbo_train": pd.DataFrame({"elbo_train": [9.0, 8.0, 7.0]})}
+    scvi_phase = history_table(scvi_history, "scvi")
+    scanvi = history_table({"elbo_train": pd.DataFrame({"elbo_train": [6.0, 5.0]})}, "scanvi")
+    table = pd.concat([scvi_phase, scanvi])
+    assert list(table.columns) == ["phase", "elbo_train"]
+    assert list(table["phase"]) == ["scvi"] * 3 + ["scanvi"] * 2
+    assert list(table.index) == [0, 1, 2, 0, 1]  # each phase counts its own epochs
+    assert phase_summary("scvi", "SCVI", {"elbo_train": [1, 2, 3]})["epochs"] == 3
 
 
 def test_latent_keys_are_named_as_on_the_cards():

@@ -143,6 +143,12 @@ def test_training_history_and_device_are_recorded(tiny_run):
     assert {"elbo_train", "elbo_validation"} <= set(history.columns)
     summary = json.loads((tiny_run / "results/tiny-scanvi/training/summary.json").read_text())
     assert summary["device"] == "cpu" and summary["epochs"] == 2
+    # both phases of SCANVI-from-SCVI (tiny config: 3 SCVI epochs, then 2 SCANVI epochs)
+    assert [(p["phase"], p["epochs"]) for p in summary["phases"]] == [("scvi", 3), ("scanvi", 2)]
+    assert summary["total_epochs"] == 5
+    assert history.groupby("phase", sort=False)["epoch"].max().to_dict() == {"scvi": 2, "scanvi": 1}
+    card = (tiny_run / "results/tiny-scanvi/card/README.md").read_text()
+    assert "Trained for 3 epochs of SCVI pre-training, then 2 epochs of SCANVI" in card
     assert "trained on device cpu" in (tiny_run / "logs/tiny-scanvi/train.log").read_text()
 
 

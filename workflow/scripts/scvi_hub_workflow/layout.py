@@ -17,6 +17,8 @@ SPLIT_LABELS = ("train", "validation", "test")
 # Splits the CV metrics report on (test cells, if any, are left out of the per-split figures).
 CV_SPLITS = ("train", "validation")
 GENE_CV_SPLITS = ("all", *CV_SPLITS)
+# history.tsv: the training phase of each row (a SCANVI trained from SCVI: "scvi", "scanvi").
+PHASE_COLUMN = "phase"
 
 
 def latent_keys(model_class: str) -> tuple[str, str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .config import ModelSettings, Setup, TrainSettings, TrainStep
-from .layout import SPLIT_COLUMN, SPLIT_LABELS, latent_keys
+from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,24 @@ def _train_kwargs(
     return kwargs
 
 
-def history_table(history: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per epoch, one column per logged quantity (ELBO, losses; train and validation)."""
+def history_table(history: dict[str, pd.DataFrame], phase: str | None = None) -> pd.DataFrame:
+    """One row per epoch, one column per logged quantity (ELBO, losses; train and validation).
+
+    With ``phase``, a first column names the training phase (e.g. "scvi" pre-training, then
+    "scanvi"), so the phases of one model stack into one table, each with its own epochs.
+    """
     columns = [frame.iloc[:, 0].rename(name) for name, frame in history.items() if len(frame)]
     table = pd.concat(columns, axis=1) if columns else pd.DataFrame()
     table.index.name = "epoch"
+    if phase is not None:
+        table.insert(0, PHASE_COLUMN, phase)
     return table
+
+
+def phase_summary(phase: str, model_class: str, history: dict[str, pd.DataFrame]) -> dict:
+    """One training phase as summary.json records it: which model, how many epochs."""
+    epochs = len(history.get("elbo_train", []))
+    return {"phase": phase, "model_class": model_class, "epochs": epochs}
 
 
 def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | None = None):
@@ -108,7 +120,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
     setup = setup_kwargs(spec.setup, model_class)
     params = model_kwargs(spec.params, model_class)
     started = time.perf_counter()
-    history = {}
+    histories, phases = [], []
 
     if model_class == "SCANVI" and spec.from_scvi:
         scvi_setup = {k: v for k, v in setup.items() if k != "unlabeled_category"}
@@ -119,7 +131,8 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         pretrained.train(
             **_train_kwargs(train, accelerator, train.scvi_max_epochs, "SCVI pre-training")
         )
-        history |= {f"scvi_{k}": v for k, v in pretrained.history.items()}
+        histories.append(history_table(pretrained.history, "scvi"))
+        phases.append(phase_summary("scvi", "SCVI", pretrained.history))
         extra = (
             {"linear_classifier": params["linear_classifier"]}
             if "linear_classifier" in params
@@ -138,13 +151,13 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
     if model_class == "SCANVI":
         kwargs["n_samples_per_label"] = train.n_samples_per_label
     model.train(**kwargs)
-    history |= dict(model.history)
+    histories.append(history_table(model.history, model_class.lower()))
+    phases.append(phase_summary(model_class.lower(), model_class, model.history))
     device = str(model.device)
     log.info("trained on device %s", device)
 
     split = record_split(model, adata)
 
-    epochs = int(len(model.history.get("elbo_train", [])))
     summary = {
         "model_class": model_class,
         "from_scvi": spec.from_scvi,
@@ -152,7 +165,10 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         "device": device,
         "cuda_available": bool(cuda),
         "gpu_name": torch.cuda.get_device_name(0) if accelerator == "gpu" else None,
-        "epochs": epochs,
+        # epochs of the final model; `phases` lists every phase (SCVI pre-training first)
+        "epochs": phases[-1]["epochs"],
+        "phases": phases,
+        "total_epochs": sum(p["epochs"] for p in phases),
         "seconds": round(time.perf_counter() - started, 3),
         "n_cells": {s: int((split == s).sum()) for s in SPLIT_LABELS},
         "scvi_version": scvi.__version__,
@@ -160,7 +176,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         "anndata_version": ad.__version__,
         "torch_version": torch.__version__,
     }
-    return model, history_table(history), summary
+    return model, pd.concat(histories), summary
 
 
 def record_split(model, adata: ad.AnnData) -> np.ndarray:
