@@ -110,7 +110,7 @@ def run_ours(directory: Path) -> dict:
     grouping = criticism.resolve_groups(
         model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
     )
-    cv, table, _ = criticism.criticise(
+    cv, table, *_ = criticism.criticise(
         model, data, grouping, **settings, alpha=0.05, top_n=100, tmp_dir=RESULTS
     )
     return {

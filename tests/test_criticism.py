@@ -207,7 +207,7 @@ def test_counts_from_a_layer(minified_model_with_layer):
         assert observed.nonzeros(0, 200).values.sum() > 0
     with criticism.ObservedCounts(data) as observed:
         assert observed.nonzeros(0, 200).values.size == 0  # X is empty in this file
-    cv, table, _ = criticism.criticise(
+    cv, table, *_ = criticism.criticise(
         model, data, _labels(model), **SETTINGS, alpha=0.05, top_n=5, layer="counts"
     )
     assert cv["cell_wise"]["train"]["n_cells"] > 0
@@ -216,6 +216,24 @@ def test_counts_from_a_layer(minified_model_with_layer):
 
 
 SETTINGS = {"n_samples": 2, "batch_size": 64, "seed": 0}
+
+
+def test_per_cell_and_per_gene_values_are_the_ones_behind_the_metrics(minified_model):
+    model = criticism.load_minified_model(minified_model / "minified")
+    data = minified_model / "hvg.h5ad"
+    cv, _, _, values = criticism.criticise(
+        model, data, _labels(model), **SETTINGS, alpha=0.05, top_n=5, layer=None
+    )
+    cells, genes = values.cells, values.genes
+    assert list(cells.index) == list(model.adata.obs_names)
+    assert list(genes.index) == list(model.adata.var_names)
+    for split in ("train", "validation"):
+        rows = cells[cells["split"] == split]
+        expected = metrics.compare_cv(rows["model_cv"].to_numpy(), rows["observed_cv"].to_numpy())
+        assert expected["pearson"] == pytest.approx(cv["cell_wise"][split]["pearson"])
+        assert len(rows) == cv["cell_wise"][split]["n_cells"]
+    expected = metrics.compare_cv(genes["model_cv"].to_numpy(), genes["observed_cv"].to_numpy())
+    assert expected["pearson"] == pytest.approx(cv["gene_wise"]["all"]["pearson"])
 
 
 def test_mismatched_counts_are_refused(minified_model, minified_model_with_layer):

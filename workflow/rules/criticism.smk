@@ -38,6 +38,9 @@ rule posterior_predictive_check:
         de_summary="results/{model}/criticism/de.json",
         # every cell's label or Leiden cluster, so each DE row can be traced to its cells
         cells="results/{model}/criticism/cells.tsv",
+        # the per-cell and per-gene CVs behind cv.json, for the report's scatter plots
+        cv_cells="results/{model}/criticism/cv_cells.tsv",
+        cv_genes="results/{model}/criticism/cv_genes.tsv",
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:

@@ -6,7 +6,7 @@ from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow.criticism import posterior_predictive_check, read_obs
 
-    grouping, cv, table, summary = posterior_predictive_check(
+    grouping, cv, table, summary, values = posterior_predictive_check(
         snakemake.input.model,  # noqa: F821
         snakemake.input.data,  # noqa: F821
         from_text(snakemake.params.settings),  # noqa: F821
@@ -28,4 +28,8 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         # the model's cells are those of its data file, in the same order
         cells = grouping.cells(read_obs(snakemake.input.data).index)  # noqa: F821
         cells.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(snakemake.output.cv_cells) as tmp:  # noqa: F821
+        values.cells.to_csv(tmp, sep="\t")
+    with atomic_path(snakemake.output.cv_genes) as tmp:  # noqa: F821
+        values.genes.to_csv(tmp, sep="\t")
     log.info("cell-wise CV: %s", cv["cell_wise"])

@@ -17,7 +17,12 @@ samples), ``nonzeros`` (blocks as non-zero entries), ``accumulators`` (CV and DE
 ``tables`` (de.tsv / de.json), ``check`` (the whole check, as the rule runs it).
 """
 
-from .accumulators import DEFAULT_MEMORY_BUDGET, CoefficientOfVariation, DifferentialExpression
+from .accumulators import (
+    DEFAULT_MEMORY_BUDGET,
+    CoefficientOfVariation,
+    CVValues,
+    DifferentialExpression,
+)
 from .check import SAMPLE_DENSITY_MARGIN, criticise, default_workers, posterior_predictive_check
 from .grouping import (
     MIN_DE_GROUPS,
@@ -44,6 +49,7 @@ __all__ = [
     "SAMPLE_DENSITY_MARGIN",
     "CoefficientOfVariation",
     "CountLikelihood",
+    "CVValues",
     "DifferentialExpression",
     "Grouping",
     "GroupsError",

@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import metrics
-from ..layout import CV_SPLITS, GENE_CV_SPLITS
+from ..layout import CV_SPLITS, GENE_CV_SPLITS, SPLIT_COLUMN
 from ..wilcoxon import (
     BYTES_PER_NONZERO,
     DEResult,
@@ -92,6 +94,33 @@ class CoefficientOfVariation:
                 "n_genes": int(cvs.shape[-1])
             }
         return {"cell_wise": cell_wise, "gene_wise": gene_wise}
+
+    def values(self, obs_names: Sequence[str], var_names: Sequence[str]) -> CVValues:
+        """The CVs behind the metrics, for plotting: per cell (with its split) and per gene
+        (over all cells); ``model_cv`` is averaged over the posterior samples."""
+        cells = pd.DataFrame(
+            {
+                SPLIT_COLUMN: self.splits,
+                "observed_cv": self.observed_cell_cv,
+                "model_cv": self.model_cell_cv,
+            },
+            index=pd.Index(obs_names, name="cell"),
+        )
+        sums = self.gene_sums.sum(axis=1)
+        cvs = metrics.cv_from_moments(sums[:, 0], sums[:, 1], len(self.splits))
+        genes = pd.DataFrame(
+            {"observed_cv": cvs[0], "model_cv": cvs[1:].mean(axis=0)},
+            index=pd.Index(var_names, name="gene"),
+        )
+        return CVValues(cells, genes)
+
+
+@dataclass(frozen=True)
+class CVValues:
+    """Per-cell and per-gene coefficients of variation, observed and model (criticism/cv_*.tsv)."""
+
+    cells: pd.DataFrame
+    genes: pd.DataFrame
 
 
 class DifferentialExpression:

@@ -10,7 +10,12 @@ import pandas as pd
 
 from ..config import CriticismStep
 from ..layout import DE_COLUMNS
-from .accumulators import DEFAULT_MEMORY_BUDGET, CoefficientOfVariation, DifferentialExpression
+from .accumulators import (
+    DEFAULT_MEMORY_BUDGET,
+    CoefficientOfVariation,
+    CVValues,
+    DifferentialExpression,
+)
 from .grouping import Grouping, resolve_groups
 from .observed import ObservedCounts, cell_splits, load_minified_model
 from .stream import stream
@@ -42,8 +47,9 @@ def criticise(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
     tmp_dir: str | os.PathLike | None = None,
     n_workers: int | None = None,
-) -> tuple[dict, pd.DataFrame, dict]:
-    """CV and DE from one pass of posterior samples: (cv.json content, de.tsv table, de.json).
+) -> tuple[dict, pd.DataFrame, dict, CVValues]:
+    """CV and DE from one pass of posterior samples: (cv.json content, de.tsv table, de.json,
+    the per-cell and per-gene CVs behind cv.json).
 
     The de.tsv table has one row per group, sorted by n_cells (descending). Results do not
     depend on ``n_workers`` (threads; default: all CPUs of this process).
@@ -88,7 +94,8 @@ def criticise(
     )
     summary = de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
     cv_result = {"n_samples": n_samples, "seed": seed, "threads": n_workers} | cv.result()
-    return cv_result, table, summary
+    values = cv.values(model.adata.obs_names, model.adata.var_names)
+    return cv_result, table, summary, values
 
 
 def posterior_predictive_check(
@@ -97,10 +104,11 @@ def posterior_predictive_check(
     settings: CriticismStep,
     *,
     n_workers: int | None = None,
-) -> tuple[Grouping, dict, pd.DataFrame, dict]:
+) -> tuple[Grouping, dict, pd.DataFrame, dict, CVValues]:
     """What the rule does: load the minified model, choose the DE groups, run ``criticise``.
 
-    Returns (grouping, cv.json content, de.tsv table, de.json content).
+    Returns (grouping, cv.json content, de.tsv table, de.json content, the CVs per cell and
+    per gene).
     """
     model = load_minified_model(model_dir)
     c, setup = settings.criticism, settings.setup
@@ -112,7 +120,7 @@ def posterior_predictive_check(
         cluster_resolution=c.cluster_resolution,
         seed=settings.seed,
     )
-    cv, table, summary = criticise(
+    cv, table, summary, values = criticise(
         model,
         counts_path,
         grouping,
@@ -124,4 +132,4 @@ def posterior_predictive_check(
         top_n=c.top_n,
         n_workers=n_workers,
     )
-    return grouping, cv, table, summary
+    return grouping, cv, table, summary, values
