@@ -147,3 +147,42 @@ def test_training_data_url_comes_from_the_resolved_source_unless_configured():
     own = card_step(training_data_url="https://mine.org/x.h5ad")
     assert with_source_url(own, resolved) == own
     assert with_source_url(settings, {"source_url": None}) == settings
+
+
+def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
+    two = inputs()
+    two.training = {
+        "epochs": 10,
+        "device": "cpu",
+        "accelerator": "cpu",
+        "phases": [
+            {"phase": "scvi", "model_class": "SCVI", "epochs": 40},
+            {"phase": "scanvi", "model_class": "SCANVI", "epochs": 10},
+        ],
+    }
+    card = render_card(two)
+    assert "Trained for 40 epochs of SCVI pre-training, then 10 epochs of SCANVI on cpu" in card
+    assert "Trained for 7 epochs on cpu" in render_card(inputs())
+
+
+def test_label_transfer_section_only_with_label_transfer_and_says_how_to_predict():
+    assert "Label transfer" not in render_card(inputs())
+    with_lt = inputs(labels_key="cell_type")
+    with_lt.label_transfer = {
+        "labels_key": "cell_type",
+        "n_cells": 40,
+        "accuracy": 0.925,
+        "macro_f1": 0.9,
+        "ece": 0.031,
+        "n_bins": 10,
+        "unlabelled_vs_truth": {"n_cells": 12, "accuracy": 0.75, "macro_f1": 0.7},
+        "per_label": [{"label": "B cell", "n_cells": 40, "precision": 1.0, "recall": 0.925,
+                       "f1": 0.96}],
+    }  # fmt: skip
+    card = render_card(with_lt)
+    assert "on the 40 labelled validation cells" in card
+    assert "accuracy 0.93, macro-F1 0.90, expected calibration error 0.03" in card
+    assert "On the 12 unlabelled cells, against the labels planted" in card
+    assert "| B cell | 40 | 1.00 | 0.93 | 0.96 |" in card
+    assert 'model.adata.obsm["scvi_latent_qzm"]' in card and "classify_helper" in card
+    assert card.index("Label transfer") < card.index("# Model Properties")

@@ -5,6 +5,7 @@ rule card:
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
         dataset="results/{model}/dataset.json",
+        label_transfer=label_transfer_of,
     output:
         card=report(
             "results/{model}/card/README.md",

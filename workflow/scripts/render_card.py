@@ -29,6 +29,11 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             de=json.loads(Path(inputs.de).read_text()),
             training=training,
             versions=found,
+            label_transfer=(
+                json.loads(Path(inputs.label_transfer).read_text())
+                if inputs.label_transfer
+                else None
+            ),
         )
     )
     meta = metadata(saved.model_class, found, settings.card.training_data_url)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .config import CardStep
-from .layout import DE_COLUMNS
+from .layout import DE_COLUMNS, latent_keys
 
 MODEL_TEXT = {
     "SCVI": {
@@ -102,6 +102,8 @@ class CardInputs:
     de: dict
     training: dict
     versions: dict = field(default_factory=dict)
+    # SCANVI: label_transfer.json of the label_transfer rule
+    label_transfer: dict | None = None
 
 
 def _fmt(value) -> str:
@@ -179,6 +181,58 @@ def _left_out(de: dict) -> str:
         f"\n\nLeft out, with fewer than {de.get('min_cells')} cells (criticism.min_cells): "
         f"{groups}."
     )
+
+
+def _trained_for(training: dict) -> str:
+    """Epochs of every training phase: "40 epochs of SCVI pre-training, then 10 of SCANVI"."""
+    phases = training.get("phases") or []
+    if len(phases) < 2:
+        return f"{training.get('epochs')} epochs"
+    first, *rest = phases
+    then = ", then ".join(f"{p['epochs']} epochs of {p['model_class']}" for p in rest)
+    return f"{first['epochs']} epochs of {first['model_class']} pre-training, then {then}"
+
+
+def _label_transfer_section(lt: dict | None, model_class: str) -> list[str]:
+    """Label-transfer metrics, and how a user of the hub model gets predictions."""
+    if lt is None:
+        return []
+    qzm_key, _ = latent_keys(model_class)
+    rows = "\n".join(
+        f"| {r['label']} | {r['n_cells']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
+        f"| {_fmt(r['f1'])} |"
+        for r in lt["per_label"]
+    )
+    truth = lt.get("unlabelled_vs_truth")
+    planted = (
+        f" On the {truth['n_cells']} unlabelled cells, against the labels planted by the "
+        f"simulation: accuracy {_fmt(truth['accuracy'])}, macro-F1 {_fmt(truth['macro_f1'])}."
+        if truth
+        else ""
+    )
+    return [
+        "Label transfer",
+        f"The model's predicted labels ({lt['labels_key']}) on the {lt['n_cells']} labelled "
+        "validation cells, which the classifier did not train on, predicted from the published "
+        f"(minified) model: accuracy {_fmt(lt['accuracy'])}, macro-F1 {_fmt(lt['macro_f1'])}, "
+        f"expected calibration error {_fmt(lt['ece'])} ({lt['n_bins']} bins of the predicted "
+        f"probability).{planted}",
+        "**Label transfer per label**:",
+        "| Label | Cells | Precision | Recall | F1 |\n| --- | --- | --- | --- | --- |\n" + rows,
+        "In scvi-tools 1.4.2, `model.predict()` fails on this minified model (`TypeError: "
+        "classify() got an unexpected keyword argument 'qzm'`). The classifier needs only the "
+        "stored latent posterior mean; this gives exactly the full model's `predict(soft=True)`:",
+        "```python\nimport pandas as pd\nimport torch\nfrom scvi.hub import HubModel\n\n"
+        'model = HubModel.pull_from_huggingface_hub("<repo_id>").model\n'
+        f'qzm = torch.as_tensor(model.adata.obsm["{qzm_key}"], dtype=torch.float32)\n'
+        "with torch.inference_mode():\n"
+        "    scores = model.module.classify_helper(qzm.to(model.device))\n"
+        "    if model.module.classifier.logits:\n"
+        "        scores = torch.softmax(scores, dim=-1)\n"
+        "labels = model._label_mapping[: scores.shape[1]]\n"
+        "probabilities = pd.DataFrame(scores.cpu().numpy(), model.adata.obs_names, labels)\n"
+        "predicted = probabilities.idxmax(axis=1)\n```",
+    ]
 
 
 def _json_block(data: dict) -> str:
@@ -259,6 +313,7 @@ def render_card(inputs: CardInputs) -> str:
         "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
         "**Differential expression**:",
         _de_table(de),
+        *_label_transfer_section(inputs.label_transfer, saved.model_class),
         "# Model Properties",
         "We provide here key parameters used to setup and train the model.",
         "Model Parameters",
@@ -279,7 +334,7 @@ def render_card(inputs: CardInputs) -> str:
         "If provided by the original uploader, for those interested in understanding or "
         "replicating the training process, the code is available at the link below.",
         f"**Training Code URL**: {card.training_code_url or 'Not provided by uploader'}",
-        f"Trained for {training.get('epochs')} epochs on {training.get('device')} "
+        f"Trained for {_trained_for(training)} on {training.get('device')} "
         f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
         f"torch {training.get('torch_version')}.",
         "# References",
