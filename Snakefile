@@ -12,6 +12,7 @@
 #   card/                   README.md (model card), _scvi_required_metadata.json
 #   hub/                    exactly the files published to the Hugging Face Hub
 #   publish.json            the manifest (publishing disabled) or the receipt of the commit
+#   report/                 the report's figures (PNG); results/models.tsv: all models' metrics
 from snakemake.utils import min_version
 
 min_version("9.4.0")
@@ -30,9 +31,11 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/criticism.smk"
 include: "workflow/rules/card.smk"
 include: "workflow/rules/publish.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         expand("results/{model}/publish.json", model=MODELS),
+        report_files,

@@ -39,6 +39,7 @@ CONDA_TO_PIP = {
     "huggingface_hub": "huggingface-hub",
     "hf-xet": "hf-xet",
     "scikit-learn": "scikit-learn",
+    "matplotlib-base": "matplotlib",
     "pyyaml": "pyyaml",
     "jsonschema": "jsonschema",
 }
@@ -62,6 +63,7 @@ PROVIDES = {
     "huggingface_hub": {"huggingface_hub", "httpx2", "yaml", "tqdm", "filelock", "fsspec"},
     "hf-xet": {"hf_xet"},
     "scikit-learn": {"sklearn", "numpy", "scipy"},
+    "matplotlib-base": {"matplotlib", "numpy", "PIL"},
     "pyyaml": {"yaml"},
     "jsonschema": {"jsonschema"},
 }

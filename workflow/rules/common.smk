@@ -122,6 +122,45 @@ def gpu_request(wildcards):
     return 0 if MODELS[wildcards.model].train.accelerator == "cpu" else 1
 
 
+# Models with a label classifier: the label-transfer rule and the card's section run for them.
+SCANVI_MODELS = [name for name, s in MODELS.items() if s["model"]["class"] == "SCANVI"]
+
+
+def figure_settings(wildcards):
+    s = MODELS[wildcards.model]
+    setup = s["model"]["setup"]
+    return {
+        "model_class": s["model"]["class"],
+        "batch_key": setup["batch_key"],
+        "labels_key": setup["labels_key"],
+        "seed": s["train"]["seed"],
+    }
+
+
+def label_transfer_settings(wildcards):
+    setup = MODELS[wildcards.model]["model"]["setup"]
+    return {"labels_key": setup["labels_key"], "unlabeled_category": setup["unlabeled_category"]}
+
+
+def label_transfer_of(wildcards):
+    """The card's label-transfer input: SCANVI models only."""
+    if wildcards.model in SCANVI_MODELS:
+        return f"results/{wildcards.model}/criticism/label_transfer.json"
+    return []
+
+
+def report_files(wildcards):
+    """Every model's figures (and label transfer), and the table of all models."""
+    figures = ["training", "latent", "ppc", "de"]
+    files = expand("results/{model}/report/{figure}.png", model=MODELS, figure=figures)
+    files += expand(
+        "results/{model}/report/{figure}.png",
+        model=SCANVI_MODELS,
+        figure=["confusion", "calibration"],
+    )
+    return files + ["results/models.tsv"]
+
+
 def published_model_dir(wildcards):
     # scvi-hub publishes the minified model; `minify: false` ships the full training data.
     kind = "minified" if MODELS[wildcards.model].minify else "model"

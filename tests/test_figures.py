@@ -1,0 +1,140 @@
+"""The report's figures: each renders a non-blank PNG from the workflow's tables."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scvi_hub_workflow import figures
+from scvi_hub_workflow.model_summary import COLUMNS, summary_row, summary_table
+
+
+def png_pixels(figure) -> np.ndarray:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(buffer).convert("L"))
+
+
+def assert_not_blank(figure) -> None:
+    pixels = png_pixels(figure)
+    assert pixels.size > 0 and pixels.std() > 5  # more than a flat background
+
+
+def history(phases=(("scvi", 4), ("scanvi", 3))) -> pd.DataFrame:
+    frames = []
+    for phase, n in phases:
+        loss = np.linspace(500, 400, n)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "phase": phase,
+                    "elbo_train": loss,
+                    "elbo_validation": loss + 5,
+                    "reconstruction_loss_train": loss - 3,
+                    "reconstruction_loss_validation": loss + 2,
+                },
+                index=pd.RangeIndex(n, name="epoch"),
+            )
+        )
+    return pd.concat(frames)
+
+
+def test_training_curves_show_every_phase_on_one_axis():
+    figure = figures.training_curves(history())
+    elbo = figure.axes[0]
+    train_line = elbo.get_lines()[0]
+    assert len(train_line.get_xdata()) == 7  # 4 SCVI epochs, then 3 SCANVI epochs
+    texts = {t.get_text() for t in elbo.texts}
+    assert texts == {"SCVI", "SCANVI"}
+    assert_not_blank(figure)
+
+
+def test_training_curves_without_validation_or_phase():
+    table = history((("scvi", 3),)).drop(columns=["phase", "elbo_validation"])
+    figure = figures.training_curves(table)
+    assert len(figure.axes[0].get_lines()) == 1  # training only
+    assert_not_blank(figure)
+
+
+def test_latent_umap_cv_scatter_and_de_figures():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.choice(["a", "b", "c"], n)
+    latent = rng.normal(size=(n, 5)) + (labels[:, None] == "a") * 4
+    obs = pd.DataFrame(
+        {"batch": rng.choice(["b0", "b1"], n), "cell_type": labels, "split": "train"}
+    )
+    obs.loc[obs.index[:60], "split"] = "validation"
+    cells = pd.DataFrame(
+        {"split": obs["split"], "observed_cv": rng.gamma(2, 1, n), "model_cv": rng.gamma(2, 1, n)}
+    )
+    genes = pd.DataFrame({"observed_cv": rng.gamma(2, 1, 50), "model_cv": rng.gamma(2, 1, 50)})
+    de = pd.DataFrame(
+        {
+            "group": ["a", "b", "c"],
+            "n_cells": [120, 100, 80],
+            "gene_f1": [0.8, 0.5, np.nan],
+            "roc_auc": [0.9, 0.7, np.nan],
+            "pr_auc": [0.6, 0.4, np.nan],
+            "lfc_pearson": [0.9, -0.2, 0.1],
+        }
+    )
+    made = figures.model_figures(
+        history(), obs, latent, cells, genes, de, batch_key="batch", labels_key="cell_type", seed=0
+    )
+    assert sorted(made) == ["de", "latent", "ppc", "training"]
+    umap_axes = [ax for ax in made["latent"].axes if ax.get_title()]
+    assert [ax.get_title() for ax in umap_axes] == ["batch (batch)", "label (cell_type)", "split"]
+    assert "all 300 cells" in made["latent"]._suptitle.get_text()
+    pearson = np.corrcoef(genes["observed_cv"], genes["model_cv"])[0, 1]
+    assert f"Pearson {pearson:.2f}" in made["ppc"].axes[1].get_title()
+    assert "n/a" in {t.get_text() for t in made["de"].axes[0].texts}
+    for figure in made.values():
+        assert_not_blank(figure)
+
+
+def test_label_transfer_figures():
+    confusion = pd.DataFrame([[8, 2], [1, 9]], index=["a", "b"], columns=["a", "b"])
+    assert_not_blank(figures.confusion_matrix(confusion))
+    table = pd.DataFrame(
+        {
+            "low": [0.0, 0.5],
+            "high": [0.5, 1.0],
+            "n_cells": [0, 20],
+            "mean_confidence": [np.nan, 0.8],
+            "accuracy": [np.nan, 0.7],
+        }
+    )
+    figure = figures.calibration_curve(table, ece=0.1)
+    assert "ECE 0.100" in figure.axes[0].get_title()
+    assert_not_blank(figure)
+
+
+def test_subsample_is_seeded_and_bounded():
+    assert list(figures.subsample(5, 10, seed=0)) == [0, 1, 2, 3, 4]
+    picked = figures.subsample(1000, 100, seed=3)
+    assert len(picked) == 100 and len(set(picked)) == 100
+    assert np.array_equal(picked, figures.subsample(1000, 100, seed=3))
+    assert not np.array_equal(picked, figures.subsample(1000, 100, seed=4))
+
+
+def test_summary_row_has_the_headline_metrics():
+    training = {
+        "model_class": "SCANVI",
+        "n_cells": {"train": 90, "validation": 10, "test": 0},
+        "epochs": 2,
+        "total_epochs": 5,
+    }
+    cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}
+    de = {"groups": [{"roc_auc": 0.8}, {"roc_auc": 0.6}, {"roc_auc": None}]}
+    row = summary_row("m", training, cv, de, {"accuracy": 0.95, "macro_f1": 0.9, "ece": 0.02})
+    assert row["cells"] == 100 and row["epochs"] == 5
+    assert row["mean_de_roc_auc"] == pytest.approx(0.7)
+    assert row["label_accuracy_validation"] == 0.95
+    scvi = summary_row("s", training | {"model_class": "SCVI"}, cv, de)
+    assert scvi["label_accuracy_validation"] is None
+    assert list(summary_table([row, scvi]).columns) == list(COLUMNS)

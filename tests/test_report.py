@@ -1,0 +1,153 @@
+"""The Snakemake report of the tiny run: every figure of every model, and a browser shows it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_CONFIG, snakemake
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+FIGURES = {
+    "training curves": "training.png",
+    "latent UMAP": "latent.png",
+    "posterior predictive check": "ppc.png",
+    "DE benchmark": "de.png",
+}
+LABEL_FIGURES = {"label confusion matrix": "confusion.png", "label calibration": "calibration.png"}
+EXPECTED = {"tiny-scvi": FIGURES, "tiny-scanvi": FIGURES | LABEL_FIGURES}
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def report_results(html: str) -> dict:
+    """The report's table of results (`var results = {...}` in report.html), by path."""
+    start = html.index("var results = {") + len("var results = ")
+    return json.JSONDecoder().raw_decode(html, start)[0]
+
+
+def assert_png(data: bytes) -> None:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    image = Image.open(io.BytesIO(data))
+    image.verify()
+    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert min(pixels.shape) > 100 and pixels.std() > 5, "a blank or tiny image"
+
+
+@pytest.fixture(scope="module")
+def report_zip(tiny_run):
+    result = snakemake(
+        "--cores", "1", "--configfile", str(TINY_CONFIG), "--report", "report.zip", workdir=tiny_run
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return zipfile.ZipFile(tiny_run / "report.zip")
+
+
+def test_every_model_has_every_figure_in_the_report(report_zip):
+    html = report_zip.read("report/report.html").decode()
+    results = report_results(html)
+    found = {}
+    for path, entry in results.items():
+        if entry["mime_type"] == "image/png":
+            found[(entry["labels"]["model"], entry["labels"]["figure"])] = (path, entry)
+    expected = {(model, figure) for model, figs in EXPECTED.items() for figure in figs}
+    assert set(found) == expected
+    for (model, figure), (path, entry) in found.items():
+        assert path == f"results/{model}/report/{EXPECTED[model][figure]}"
+        assert entry["caption"].strip() and model in entry["caption"]
+        assert_png(report_zip.read("report/" + entry["data_uri"]))
+
+
+def test_the_summary_table_lists_every_model(tiny_run, report_zip):
+    table = pd.read_csv(tiny_run / "results/models.tsv", sep="\t", na_values="n/a")
+    assert list(table["model"]) == ["tiny-scvi", "tiny-scanvi"]
+    assert table.set_index("model").loc["tiny-scanvi", "epochs"] == 5  # both phases
+    assert table["label_accuracy_validation"].isna().tolist() == [True, False]
+    results = report_results(report_zip.read("report/report.html").decode())
+    assert "results/models.tsv" in results
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium, installed when missing (as root, with apt-get), else a skip."""
+    found = shutil.which("chromium")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
+        subprocess.run(
+            ["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=900, env=env
+        )
+        found = shutil.which("chromium")
+    if found is None:
+        pytest.skip("no chromium, and it could not be installed (apt-get as root)")
+    return found
+
+
+def test_a_browser_shows_the_html_report(tiny_run, chromium, tmp_path):
+    report = ("--report", "report.html")
+    result = snakemake("--cores", "1", "--configfile", str(TINY_CONFIG), *report, workdir=tiny_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,900",
+            "--virtual-time-budget=10000",
+            f"--screenshot={shot}",
+            (tiny_run / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (900, 1280)
+    # the rendered app (menu, text, workflow graph), not an empty page
+    assert pixels.std() > 20 and len(np.unique(pixels)) > 50
+
+
+def test_label_transfer_from_the_published_model(tiny_run):
+    import scvi.hub
+    from scvi_hub_workflow.label_transfer import predict_probabilities
+    from scvi_hub_workflow.model_io import load_model
+
+    hub = tiny_run / "results/tiny-scanvi/hub"
+    model = scvi.hub.HubModel(str(hub)).model
+    # the scvi-tools 1.4.2 bug the helper and the card's recipe work around
+    with pytest.raises(TypeError, match="qzm"):
+        model.predict()
+    full = load_model(tiny_run / "results/tiny-scanvi/model").predict(soft=True)
+    pd.testing.assert_frame_equal(predict_probabilities(model), full, check_names=False)
+    # the recipe on the card, run as a user would (from the local hub folder)
+    card = (hub / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", card, re.S)
+    pull = 'HubModel.pull_from_huggingface_hub("<repo_id>")'
+    assert pull in code
+    code = code.replace(pull, f"HubModel({str(hub)!r})")
+    namespace: dict = {}
+    exec(code, namespace)
+    np.testing.assert_allclose(namespace["probabilities"].to_numpy(), full.to_numpy(), atol=1e-6)
+    assert (namespace["predicted"] == full.idxmax(axis=1)).all()
+    transfer = tiny_run / "results/tiny-scanvi/criticism/label_transfer.json"
+    summary = json.loads(transfer.read_text())
+    assert summary["cells"] == "validation" and summary["n_cells"] > 0
+    assert 0 <= summary["accuracy"] <= 1 and summary["unlabelled_vs_truth"]["n_cells"] > 0

@@ -1,0 +1,114 @@
+# The report: figures of every model, label transfer of SCANVI models, and one table of all
+# models. `snakemake --report report.html` shows them, per model.
+
+
+rule figures:
+    input:
+        history="results/{model}/training/history.tsv",
+        # only obs and the latent posterior are read; the minified data hold no counts
+        model="results/{model}/minified",
+        cv_cells="results/{model}/criticism/cv_cells.tsv",
+        cv_genes="results/{model}/criticism/cv_genes.tsv",
+        de="results/{model}/criticism/de.tsv",
+    output:
+        training=report(
+            "results/{model}/report/training.png",
+            caption="../report/training.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "training curves"},
+        ),
+        latent=report(
+            "results/{model}/report/latent.png",
+            caption="../report/latent.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "latent UMAP"},
+        ),
+        ppc=report(
+            "results/{model}/report/ppc.png",
+            caption="../report/ppc.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "posterior predictive check"},
+        ),
+        de=report(
+            "results/{model}/report/de.png",
+            caption="../report/de_figure.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "DE benchmark"},
+        ),
+    log:
+        "logs/{model}/figures.log",
+    benchmark:
+        "results/{model}/resource_usage/figures.tsv"
+    conda:
+        "../../envs/scanpy.yaml"
+    params:
+        settings=figure_settings,
+    script:
+        "../scripts/render_figures.py"
+
+
+rule label_transfer:
+    input:
+        model="results/{model}/minified",
+    output:
+        summary="results/{model}/criticism/label_transfer.json",
+        per_label=report(
+            "results/{model}/criticism/label_transfer.tsv",
+            caption="../report/label_transfer.rst",
+            category="Label transfer",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "per-label table"},
+        ),
+        calibration="results/{model}/criticism/calibration.tsv",
+        confusion=report(
+            "results/{model}/report/confusion.png",
+            caption="../report/confusion.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "label confusion matrix"},
+        ),
+        calibration_figure=report(
+            "results/{model}/report/calibration.png",
+            caption="../report/calibration.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "label calibration"},
+        ),
+    log:
+        "logs/{model}/label_transfer.log",
+    benchmark:
+        "results/{model}/resource_usage/label_transfer.tsv"
+    conda:
+        "../../envs/scvi.yaml"
+    params:
+        settings=label_transfer_settings,
+    script:
+        "../scripts/label_transfer.py"
+
+
+rule model_summary:
+    input:
+        training=expand("results/{model}/training/summary.json", model=MODELS),
+        cv=expand("results/{model}/criticism/cv.json", model=MODELS),
+        de=expand("results/{model}/criticism/de.json", model=MODELS),
+        label_transfer=expand("results/{model}/criticism/label_transfer.json", model=SCANVI_MODELS),
+    output:
+        report(
+            "results/models.tsv",
+            caption="../report/models.rst",
+            category="Summary",
+            labels={"table": "all models"},
+        ),
+    log:
+        "logs/model_summary.log",
+    localrule: True
+    conda:
+        "../../envs/scanpy.yaml"
+    params:
+        models=list(MODELS),
+    script:
+        "../scripts/summarise_models.py"

@@ -1,0 +1,32 @@
+"""Rule figures: the report's figures of one model (training, latent UMAP, PPC, DE)."""
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scvi_hub_workflow.figures import model_figures, save_png
+from scvi_hub_workflow.hub import DATA_FILE
+from scvi_hub_workflow.rule_io import atomic_path, logged_to
+from scvi_hub_workflow.training import latent_keys
+
+with logged_to(snakemake.log[0]) as log:  # noqa: F821
+    inputs, settings = snakemake.input, snakemake.params.settings  # noqa: F821
+    # The minified data hold no counts: only obs and the latent posterior are read.
+    adata = ad.read_h5ad(Path(inputs.model) / DATA_FILE)
+    qzm_key, _ = latent_keys(settings["model_class"])
+    figures = model_figures(
+        pd.read_csv(inputs.history, sep="\t", index_col="epoch"),
+        adata.obs,
+        np.asarray(adata.obsm[qzm_key]),
+        pd.read_csv(inputs.cv_cells, sep="\t", index_col="cell"),
+        pd.read_csv(inputs.cv_genes, sep="\t", index_col="gene"),
+        pd.read_csv(inputs.de, sep="\t"),
+        batch_key=settings["batch_key"],
+        labels_key=settings["labels_key"],
+        seed=settings["seed"],
+    )
+    for name, figure in figures.items():
+        with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821
+            save_png(figure, tmp)
+        log.info("wrote the %s figure: %s", name, snakemake.output[name])  # noqa: F821

@@ -1,0 +1,243 @@
+"""The report's figures: pure functions from the workflow's tables to a matplotlib Figure.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no display needed) and
+saved as PNG by ``save_png``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .training import PHASE_COLUMN, SPLIT_COLUMN
+
+DPI = 110
+# The UMAP runs on at most this many cells (a seeded subsample above it): the embedding of a
+# million cells takes tens of minutes and shows no more than 50,000 points can.
+MAX_UMAP_CELLS = 50_000
+# Scatter plots draw at most this many points (seeded subsample), so a PNG stays small.
+MAX_SCATTER_POINTS = 50_000
+# Columns of the history plotted, each as (title, stem): stem_train and stem_validation.
+CURVES = (("ELBO", "elbo"), ("Reconstruction loss", "reconstruction_loss"))
+DE_METRICS = ("gene_f1", "roc_auc", "pr_auc", "lfc_pearson")
+
+
+def save_png(figure: Figure, path: str | os.PathLike) -> None:
+    """Write the figure as PNG (matplotlib's Agg canvas)."""
+    figure.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+
+
+def subsample(n: int, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` of ``n`` items (all of them when n <= limit)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def training_curves(history: pd.DataFrame) -> Figure:
+    """ELBO and reconstruction loss per epoch, training and validation, every phase one after
+    the other on one epoch axis (a dotted line where SCANVI takes over from its SCVI)."""
+    history = history.reset_index()
+    if PHASE_COLUMN not in history:
+        history[PHASE_COLUMN] = "training"
+    figure = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = figure.subplots(1, len(CURVES))
+    epoch = np.arange(len(history))  # phases one after the other
+    phases = history[PHASE_COLUMN].astype(str).to_numpy()
+    starts = [i for i in range(len(phases)) if i == 0 or phases[i] != phases[i - 1]]
+    for ax, (title, stem) in zip(axes, CURVES, strict=True):
+        for split, style in (("train", "-"), ("validation", "--")):
+            column = f"{stem}_{split}"
+            colour = "C0" if split == "train" else "C1"
+            if column in history:
+                ax.plot(epoch, history[column], style, label=split, color=colour)
+        for start in starts:
+            if start:
+                ax.axvline(start - 0.5, color="grey", linestyle=":")
+            ax.annotate(
+                phases[start].upper(),
+                (start, 0.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 4),
+                textcoords="offset points",
+                color="grey",
+            )
+        ax.set(title=title, xlabel="epoch (all phases)", ylabel=title)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="upper right")
+    return figure
+
+
+def umap_coordinates(latent: np.ndarray, seed: int) -> np.ndarray:
+    """2-D UMAP (scanpy) of the kNN graph of the latent means; scikit-learn's exact kNN, which
+    skips pynndescent's JIT compile (several seconds per process)."""
+    import anndata
+    import scanpy as sc
+
+    adata = anndata.AnnData(X=np.asarray(latent, dtype=np.float32))
+    sc.pp.neighbors(adata, use_rep="X", transformer="sklearn", random_state=seed)
+    sc.tl.umap(adata, random_state=seed)
+    return np.asarray(adata.obsm["X_umap"])
+
+
+def _categorical_scatter(ax, coordinates: np.ndarray, values: pd.Series, title: str) -> None:
+    values = values.astype(str)
+    categories = sorted(values.unique())
+    cmap = "tab10" if len(categories) <= 10 else "tab20"
+    palette = matplotlib.colormaps[cmap]
+    size = max(1.0, min(12.0, 20_000 / max(len(values), 1)))
+    for i, category in enumerate(categories):
+        inside = (values == category).to_numpy()
+        ax.scatter(
+            coordinates[inside, 0],
+            coordinates[inside, 1],
+            s=size,
+            color=palette(i % palette.N),
+            label=category,
+            linewidths=0,
+            rasterized=True,
+        )
+    ax.set(title=title, xticks=[], yticks=[], xlabel="UMAP 1", ylabel="UMAP 2")
+    if len(categories) <= 25:
+        ax.legend(markerscale=max(1.0, 6 / size), fontsize="small", loc="best", frameon=False)
+
+
+def latent_umap(coordinates: np.ndarray, obs: pd.DataFrame, colour_by: dict[str, str]) -> Figure:
+    """The UMAP, one panel per obs column in ``colour_by`` ({title: column})."""
+    figure = Figure(figsize=(5 * len(colour_by), 4.6), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(colour_by)))
+    for ax, (title, column) in zip(axes, colour_by.items(), strict=True):
+        _categorical_scatter(ax, coordinates, obs[column], title)
+    return figure
+
+
+def _identity_scatter(ax, observed, model, colours, title: str) -> None:
+    ax.scatter(observed, model, s=4, c=colours, linewidths=0, alpha=0.6, rasterized=True)
+    low = float(min(np.min(observed), np.min(model), 0))
+    high = float(max(np.max(observed), np.max(model)))
+    ax.plot([low, high], [low, high], color="grey", linestyle=":", label="model = observed")
+    pearson = np.corrcoef(observed, model)[0, 1] if len(observed) > 1 else float("nan")
+    ax.set(title=f"{title} (Pearson {pearson:.2f})", xlabel="observed CV", ylabel="model CV")
+
+
+def cv_scatter(cells: pd.DataFrame, genes: pd.DataFrame, seed: int) -> Figure:
+    """Model against observed coefficient of variation: per cell (training and validation cells,
+    coloured by split) and per gene (all cells)."""
+    figure = Figure(figsize=(10, 4.4), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    cells = cells[cells[SPLIT_COLUMN].isin(["train", "validation"])]
+    cells = cells.iloc[subsample(len(cells), MAX_SCATTER_POINTS, seed)]
+    colours = np.where(cells[SPLIT_COLUMN] == "train", "C0", "C1")
+    _identity_scatter(left, cells["observed_cv"], cells["model_cv"], colours, "per cell")
+    for split, colour in (("train", "C0"), ("validation", "C1")):
+        left.scatter([], [], color=colour, label=split)
+    left.legend(loc="upper left", frameon=False)
+    _identity_scatter(right, genes["observed_cv"], genes["model_cv"], "C2", "per gene")
+    right.legend(loc="upper left", frameon=False)
+    return figure
+
+
+def de_benchmark(table: pd.DataFrame) -> Figure:
+    """The DE benchmark per group: one panel per metric, one bar per group (largest first)."""
+    metrics = [m for m in DE_METRICS if m in table]
+    height = 1.0 + 0.35 * len(table)
+    figure = Figure(figsize=(3.2 * len(metrics), height), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(metrics), sharey=True))
+    labels = [f"{g} ({n})" for g, n in zip(table["group"], table["n_cells"], strict=True)]
+    positions = np.arange(len(table))
+    for ax, metric in zip(axes, metrics, strict=True):
+        values = table[metric].to_numpy(dtype=float)
+        ax.barh(positions, np.nan_to_num(values), color="C0")
+        for y, v in zip(positions, values, strict=True):
+            if np.isnan(v):
+                ax.text(0.02, y, "n/a", va="center", fontsize="small", color="grey")
+        ax.set(title=metric, xlim=(min(0.0, np.nanmin(values, initial=0.0)), 1.0))
+        ax.axvline(0, color="black", linewidth=0.5)
+    axes[0].set_yticks(positions, labels)
+    axes[0].invert_yaxis()
+    axes[0].set_ylabel("group (cells)")
+    return figure
+
+
+def confusion_matrix(confusion: pd.DataFrame) -> Figure:
+    """True (rows) against predicted (columns) labels; colour: fraction of the true label's
+    cells, numbers: cells."""
+    counts = confusion.to_numpy()
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2.5 + 0.5 * max(counts.shape)
+    figure = Figure(figsize=(size + 1.2, size), layout="constrained")
+    ax = figure.subplots()
+    image = ax.imshow(fractions, vmin=0, vmax=1, cmap="Blues")
+    for (i, j), n in np.ndenumerate(counts):
+        colour = "white" if fractions[i, j] > 0.5 else "black"
+        ax.text(j, i, str(n), ha="center", va="center", color=colour, fontsize="small")
+    ax.set_xticks(range(counts.shape[1]), confusion.columns, rotation=45, ha="right")
+    ax.set_yticks(range(counts.shape[0]), confusion.index)
+    ax.set(xlabel="predicted label", ylabel="true label", title="Validation cells")
+    figure.colorbar(image, ax=ax, label="fraction of the true label's cells")
+    return figure
+
+
+def calibration_curve(table: pd.DataFrame, ece: float) -> Figure:
+    """Observed accuracy against mean predicted probability per bin; bar: cells per bin."""
+    figure = Figure(figsize=(5, 5), layout="constrained")
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    filled = table[table["n_cells"] > 0]
+    ax.plot(filled["mean_confidence"], filled["accuracy"], "o-", color="C0", label="model")
+    share = ax.twinx()
+    share.bar(
+        (table["low"] + table["high"]) / 2,
+        table["n_cells"],
+        width=table["high"] - table["low"],
+        color="C0",
+        alpha=0.15,
+    )
+    share.set_ylabel("cells per bin")
+    ax.set_zorder(share.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="mean predicted probability",
+        ylabel="observed accuracy",
+        title=f"Calibration (ECE {ece:.3f})",
+    )
+    ax.legend(loc="upper left", frameon=False)
+    return figure
+
+
+def model_figures(
+    history: pd.DataFrame,
+    obs: pd.DataFrame,
+    latent: np.ndarray,
+    cv_cells: pd.DataFrame,
+    cv_genes: pd.DataFrame,
+    de_table: pd.DataFrame,
+    *,
+    batch_key: str | None,
+    labels_key: str | None,
+    seed: int,
+) -> dict[str, Figure]:
+    """Every per-model figure of the report: training, latent UMAP, PPC scatter, DE benchmark.
+
+    The UMAP is coloured by what the model was set up with (batch, labels) and by its split.
+    """
+    cells = subsample(len(obs), MAX_UMAP_CELLS, seed)
+    colour_by = {f"batch ({batch_key})": batch_key} if batch_key else {}
+    if labels_key:
+        colour_by[f"label ({labels_key})"] = labels_key
+    colour_by["split"] = SPLIT_COLUMN
+    umap = latent_umap(umap_coordinates(latent[cells], seed), obs.iloc[cells], colour_by)
+    shown = "all" if len(cells) == len(obs) else f"a random {len(cells):,} (seed {seed}) of"
+    umap.suptitle(f"Latent means, UMAP of {shown} {len(obs):,} cells")
+    return {
+        "training": training_curves(history),
+        "latent": umap,
+        "ppc": cv_scatter(cv_cells, cv_genes, seed),
+        "de": de_benchmark(de_table),
+    }

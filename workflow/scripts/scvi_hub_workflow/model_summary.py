@@ -1,0 +1,43 @@
+"""The cross-model summary table of the report: every model of the config, headline metrics."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = (
+    "model",
+    "class",
+    "cells",
+    "epochs",
+    "cell_cv_pearson_validation",
+    "gene_cv_pearson_all",
+    "mean_de_roc_auc",
+    "label_accuracy_validation",
+    "label_macro_f1_validation",
+    "label_ece_validation",
+)
+
+
+def summary_row(
+    name: str, training: dict, cv: dict, de: dict, label_transfer: dict | None = None
+) -> dict:
+    """One model's headline metrics, from its summary.json, cv.json, de.json and (SCANVI)
+    label_transfer.json; a metric the model does not have is None (n/a)."""
+    aucs = [g["roc_auc"] for g in de["groups"] if g.get("roc_auc") is not None]
+    labels = label_transfer or {}
+    return {
+        "model": name,
+        "class": training["model_class"],
+        "cells": sum(training["n_cells"].values()),
+        "epochs": training.get("total_epochs", training["epochs"]),
+        "cell_cv_pearson_validation": cv["cell_wise"]["validation"]["pearson"],
+        "gene_cv_pearson_all": cv["gene_wise"]["all"]["pearson"],
+        "mean_de_roc_auc": sum(aucs) / len(aucs) if aucs else None,
+        "label_accuracy_validation": labels.get("accuracy"),
+        "label_macro_f1_validation": labels.get("macro_f1"),
+        "label_ece_validation": labels.get("ece"),
+    }
+
+
+def summary_table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS))
