@@ -16,6 +16,7 @@ CV tables of the right size (random values: plotting time depends on the number 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -23,7 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "report"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "report"
 SIZES = ["1500x400", "27000x3000"]
 SEED = 0
 
@@ -34,36 +36,21 @@ def prepare(size: str) -> Path:
     if (out / "minified" / "model.pt").exists():
         return out
     import scvi
+    import yaml
+    from scvi_hub_workflow import config as config_model
     from scvi_hub_workflow import training
     from scvi_hub_workflow.datasets import simulated_atlas
 
     n_cells, n_genes = (int(n) for n in size.split("x"))
     out.mkdir(parents=True, exist_ok=True)
     adata = simulated_atlas(n_cells=n_cells, n_genes=n_genes, seed=SEED)
-    settings = {
-        "model": {
-            "class": "SCANVI",
-            "from_scvi": True,
-            "params": {"n_latent": 20, "n_layers": 2},
-            "setup": {
-                "batch_key": "batch",
-                "labels_key": "cell_type",
-                "unlabeled_category": "unknown",
-            },
-        },
-        "train": {
-            "accelerator": "cpu",
-            "allow_cpu_fallback": True,
-            "seed": SEED,
-            "scvi_max_epochs": 1,
-            "max_epochs": 1,
-            "train_size": 0.9,
-            "batch_size": 512,
-            "early_stopping": False,
-            "learning_rate": 1e-3,
-            "n_samples_per_label": None,
-        },
-    }
+    # the default config's SCANVI settings, one epoch per phase
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    settings = config_model.step_settings(config_model.resolve(config)["simulated-scanvi"], "train")
+    train = dataclasses.replace(
+        settings.train, accelerator="cpu", scvi_max_epochs=1, max_epochs=1, early_stopping=False
+    )
+    settings = dataclasses.replace(settings, train=train)
     scvi.settings.seed = SEED
     model, history, _ = training.train_model(adata, settings, cuda_available=False)
     history.to_csv(out / "history.tsv", sep="\t")

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_CONFIG, snakemake
+from helpers import TINY_CONFIG, snakemake
 from PIL import Image
 
 pytestmark = pytest.mark.slow

@@ -123,23 +123,7 @@ def gpu_request(wildcards):
 
 
 # Models with a label classifier: the label-transfer rule and the card's section run for them.
-SCANVI_MODELS = [name for name, s in MODELS.items() if s["model"]["class"] == "SCANVI"]
-
-
-def figure_settings(wildcards):
-    s = MODELS[wildcards.model]
-    setup = s["model"]["setup"]
-    return {
-        "model_class": s["model"]["class"],
-        "batch_key": setup["batch_key"],
-        "labels_key": setup["labels_key"],
-        "seed": s["train"]["seed"],
-    }
-
-
-def label_transfer_settings(wildcards):
-    setup = MODELS[wildcards.model]["model"]["setup"]
-    return {"labels_key": setup["labels_key"], "unlabeled_category": setup["unlabeled_category"]}
+SCANVI_MODELS = [name for name, s in MODELS.items() if s.model.model_class == "SCANVI"]
 
 
 def label_transfer_of(wildcards):

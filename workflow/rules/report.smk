@@ -46,7 +46,7 @@ rule figures:
     conda:
         "../../envs/scanpy.yaml"
     params:
-        settings=figure_settings,
+        settings=settings_of("report"),
     script:
         "../scripts/render_figures.py"
 
@@ -85,7 +85,7 @@ rule label_transfer:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=label_transfer_settings,
+        settings=settings_of("report"),
     script:
         "../scripts/label_transfer.py"
 

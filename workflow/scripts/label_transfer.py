@@ -1,5 +1,6 @@
 """Rule label_transfer: SCANVI's predictions on the validation split, scored; two figures."""
 
+from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
@@ -7,19 +8,20 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow.label_transfer import evaluate, predict_probabilities
     from scvi_hub_workflow.model_io import load_model
 
-    output, settings = snakemake.output, snakemake.params.settings  # noqa: F821
+    output = snakemake.output  # noqa: F821
+    setup = from_text(snakemake.params.settings).setup  # noqa: F821
     # The published (minified) model: what a user of the hub model gets.
     model = load_model(snakemake.input.model)  # noqa: F821
     result = evaluate(
         model.adata.obs,
         predict_probabilities(model),
-        labels_key=settings["labels_key"],
-        unlabeled_category=settings["unlabeled_category"],
+        labels_key=setup.labels_key,
+        unlabeled_category=setup.unlabeled_category,
     )
     summary, per_label, calibration, confusion = result["validation"]
     write_json(
         output.summary,
-        {"cells": "validation", "labels_key": settings["labels_key"]}
+        {"cells": "validation", "labels_key": setup.labels_key}
         | summary
         | {"unlabelled_vs_truth": result["unlabelled"], "per_label": per_label.to_dict("records")},
     )

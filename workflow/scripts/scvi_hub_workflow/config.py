@@ -359,6 +359,19 @@ class CardStep:
         return cls(s.name, s.description, s.tissues, s.card, s.model.setup)
 
 
+@dataclass(frozen=True)
+class ReportStep:
+    """The report's rules (figures, label_transfer): what the model was set up with."""
+
+    model_class: str
+    setup: Setup
+    seed: int  # train.seed: seeds the UMAP and the subsamples of large figures
+
+    @classmethod
+    def of(cls, s: ModelSettings) -> ReportStep:
+        return cls(s.model.model_class, s.model.setup, s.train.seed)
+
+
 # The step names rules ask for (`settings_of("train")`) and the class of their settings;
 # publishing needs its own section only.
 STEPS: dict[str, type] = {
@@ -367,6 +380,7 @@ STEPS: dict[str, type] = {
     "train": TrainStep,
     "criticism": CriticismStep,
     "card": CardStep,
+    "report": ReportStep,
     "publish": PublishSettings,
 }
 

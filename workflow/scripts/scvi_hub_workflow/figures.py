@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .training import PHASE_COLUMN, SPLIT_COLUMN
+from .layout import PHASE_COLUMN, SPLIT_COLUMN
 
 DPI = 110
 # The UMAP runs on at most this many cells (a seeded subsample above it): the embedding of a
