@@ -145,6 +145,8 @@ def _run_check(minified_model, tmp_path, labels_key):
         "de_table": str(tmp_path / "de.tsv"),
         "de_summary": str(tmp_path / "de.json"),
         "cells": str(tmp_path / "cells.tsv"),
+        "cv_cells": str(tmp_path / "cv_cells.tsv"),
+        "cv_genes": str(tmp_path / "cv_genes.tsv"),
     }
     _run_rule(
         "posterior_predictive_check.py",
@@ -172,6 +174,13 @@ def test_posterior_predictive_check_rule_cv(minified_model, tmp_path):
     expected = metrics.compare_cv(gene_wise_cv(samples), gene_wise_cv(observed))
     assert result["gene_wise"]["all"] == pytest.approx(expected | {"n_genes": 80})
     assert result["gene_wise"]["train"]["n_genes"] == 80
+    # the per-cell and per-gene values behind those figures, as the report plots them
+    cells = pd.read_csv(tmp_path / "cv_cells.tsv", sep="\t", index_col="cell")
+    np.testing.assert_allclose(cells["model_cv"], cell_wise_cv(samples))
+    np.testing.assert_allclose(cells["observed_cv"], cell_wise_cv(observed))
+    assert (cells["split"].to_numpy() == splits).all()
+    genes = pd.read_csv(tmp_path / "cv_genes.tsv", sep="\t", index_col="gene")
+    np.testing.assert_allclose(genes["model_cv"], gene_wise_cv(samples))
 
 
 @pytest.mark.parametrize("labels_key", ["cell_type", None])
