@@ -92,10 +92,13 @@ rule label_transfer:
 
 rule model_summary:
     input:
-        training=expand("results/{model}/training/summary.json", model=MODELS),
-        cv=expand("results/{model}/criticism/cv.json", model=MODELS),
-        de=expand("results/{model}/criticism/de.json", model=MODELS),
-        label_transfer=expand("results/{model}/criticism/label_transfer.json", model=SCANVI_MODELS),
+        # sorted: the table (and whether it re-runs) does not depend on the config's key order
+        training=expand("results/{model}/training/summary.json", model=sorted(MODELS)),
+        cv=expand("results/{model}/criticism/cv.json", model=sorted(MODELS)),
+        de=expand("results/{model}/criticism/de.json", model=sorted(MODELS)),
+        label_transfer=expand(
+            "results/{model}/criticism/label_transfer.json", model=sorted(SCANVI_MODELS)
+        ),
     output:
         report(
             "results/models.tsv",
@@ -108,7 +111,5 @@ rule model_summary:
     localrule: True
     conda:
         "../../envs/scanpy.yaml"
-    params:
-        models=list(MODELS),
     script:
         "../scripts/summarise_models.py"

@@ -13,16 +13,11 @@ def read(path):
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
+    # results/{model}/<step>/<file>: the model is the folder two levels up
     transfers = {Path(p).parts[-3]: read(p) for p in inputs.label_transfer}
     rows = [
-        summary_row(name, read(t), read(c), read(d), transfers.get(name))
-        for name, t, c, d in zip(
-            snakemake.params.models,  # noqa: F821
-            inputs.training,
-            inputs.cv,
-            inputs.de,
-            strict=True,
-        )
+        summary_row(Path(t).parts[-3], read(t), read(c), read(d), transfers.get(Path(t).parts[-3]))
+        for t, c, d in zip(inputs.training, inputs.cv, inputs.de, strict=True)
     ]
     with atomic_path(snakemake.output[0]) as tmp:  # noqa: F821
         summary_table(rows).to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.3f")
