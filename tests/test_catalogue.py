@@ -329,7 +329,7 @@ def test_one_group_gives_no_de_numbers_and_the_card_says_why(minified_model, car
     grouping = criticism.label_groups(
         pd.Series(["one"] * model.adata.n_obs), unlabeled_category=None, min_cells=10, key="ct"
     )
-    cv, table, de = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
+    cv, table, de, _ = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
     assert cv["cell_wise"]["train"]["n_cells"] > 0  # the CV check still runs
     assert table.empty and de["groups"] == []
     assert "testing one group against the rest needs at least 2" in de["absent_reason"]
@@ -346,7 +346,7 @@ def test_left_out_groups_are_in_de_json_and_on_the_card(minified_model, card_inp
     grouping = criticism.label_groups(
         pd.Series(labels), unlabeled_category=None, min_cells=10, key="cell_type"
     )
-    _, table, de = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
+    _, table, de, _ = criticism.criticise(model, minified_model / "hvg.h5ad", grouping, **SETTINGS)
     assert de["left_out"] == [{"group": "rare", "n_cells": 7}] and de["min_cells"] == 10
     assert "rare" not in set(table["group"])
     card = render_card(card_inputs(de))

@@ -186,7 +186,7 @@ def test_row14_criticism_declares_threads_and_records_them(workflow_rules, minif
     grouping = criticism.resolve_groups(
         model, labels_key="cell_type", unlabeled_category=None, min_cells=10, cluster_resolution=1
     )
-    cv, _, _ = criticism.criticise(
+    cv, _, _, _ = criticism.criticise(
         model, minified_model / "hvg.h5ad", grouping, layer=None, n_samples=2, batch_size=100,
         seed=0, alpha=0.05, top_n=5, n_workers=3,
     )  # fmt: skip
