@@ -1,7 +1,7 @@
 # Two commands for a new user (see README.md):
 #   make run    set up .venv and run the default workflow on built-in data
 #   make test   set up .venv and run the tests (what CI runs)
-#   make test-fast  the unit tests only (no end-to-end runs, no SLURM): about a minute
+#   make test-fast  the unit tests only (no end-to-end runs, no SLURM)
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
