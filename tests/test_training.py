@@ -12,7 +12,6 @@ from scvi_hub_workflow.training import (
     history_table,
     model_kwargs,
     phase_summary,
-    setup_kwargs,
 )
 
 
@@ -50,8 +49,8 @@ def test_setup_and_model_arguments_per_class():
         },
         "m",
     ).model.setup
-    assert "unlabeled_category" not in setup_kwargs(setup, "SCVI")
-    assert setup_kwargs(setup, "SCANVI")["unlabeled_category"] == "u"
+    assert "unlabeled_category" not in setup.setup_anndata_kwargs("SCVI")
+    assert setup.setup_anndata_kwargs("SCANVI")["unlabeled_category"] == "u"
     assert "linear_classifier" not in model_kwargs({"linear_classifier": True}, "SCVI")
     assert model_kwargs({"linear_classifier": True}, "SCANVI") == {"linear_classifier": True}
 

@@ -10,7 +10,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .config import ModelSettings, Setup, TrainSettings, TrainStep
+from .config import ModelSettings, TrainSettings, TrainStep
 from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,6 @@ def models_missing_a_gpu(models: dict[str, ModelSettings], cuda_available: bool)
         for name, s in models.items()
         if s.train.accelerator == "gpu" and not s.train.allow_cpu_fallback
     )
-
-
-def setup_kwargs(setup: Setup, model_class: str) -> dict:
-    """Arguments for `setup_anndata`, as the card records them."""
-    return setup.setup_anndata_kwargs(model_class)
 
 
 def model_kwargs(params: dict, model_class: str) -> dict:
@@ -117,7 +112,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     accelerator = choose_accelerator(train.accelerator, train.allow_cpu_fallback, cuda)
     scvi.settings.seed = train.seed
-    setup = setup_kwargs(spec.setup, model_class)
+    setup = spec.setup.setup_anndata_kwargs(model_class)
     params = model_kwargs(spec.params, model_class)
     started = time.perf_counter()
     histories, phases = [], []
