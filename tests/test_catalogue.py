@@ -140,6 +140,7 @@ def test_a_given_config_file_is_checked_with_file_and_line(text, expected, tmp_p
     assert expected.format(file=path) in result.stderr
 
 
+@pytest.mark.slow
 def test_gpu_required_on_a_machine_without_one_is_said_before_the_first_job(tmp_path):
     """Row 8: accelerator gpu, run locally without a GPU: said before the first job."""
     assert models_missing_a_gpu({"a": _settings(train={"accelerator": "gpu"})}, False) == ["a"]

@@ -45,6 +45,7 @@ def served(tmp_path):
     server.close()
 
 
+@pytest.mark.slow
 def test_cellxgene_source_with_a_tissue_subset_to_a_loadable_hub_folder(tmp_path, served):
     server, payload = served
     cfg = {

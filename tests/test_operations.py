@@ -70,6 +70,7 @@ def test_row11_outputs_honour_the_umask(tmp_path):
 # --- row 12: import path of the jobs --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_row12_jobs_import_the_package_of_the_workflow_that_runs_them(tmp_path):
     # A second checkout, run with this venv, whose editable install points at this checkout.
     other = tmp_path / "other-checkout"
@@ -228,6 +229,7 @@ def stop_and_time(proc: subprocess.Popen, signum: int, timeout_s: float = 30) ->
     return time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_row15_sigterm_stops_a_training_job_within_seconds(tmp_path):
     # The train rule's script, run as SLURM runs it, with training that would take hours.
     long_training = config_model.to_text(tiny_settings(max_epochs=100_000, early_stopping=False))

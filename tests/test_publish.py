@@ -35,6 +35,7 @@ def assert_remote_equals_local(hub, repo_id: str, hub_dir: Path, revision: str =
         assert sha256(hub.file_bytes(repo_id, path.name, revision)) == sha256(path.read_bytes())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
     hub, tiny_models, tmp_path, transfer
@@ -78,6 +79,7 @@ def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
             assert hub.count("PUT", r"^/_lfs/") >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_rerun_with_unchanged_files_makes_no_commit(hub, tiny, tmp_path, transfer):
     first = run_publish(hub, tiny, tmp_path / "1", {"repo_id": "alice/tiny", **NO_VERIFY}, transfer)
@@ -151,6 +153,7 @@ def test_bad_token_is_a_clear_error_without_the_token(hub, tiny, tmp_path):
     assert hub.repo("alice/tiny") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("transfer", TRANSFERS)
 def test_connection_dropped_mid_upload_publishes_nothing(hub, tiny, tmp_path, transfer):
     settings = {"repo_id": "alice/tiny", **NO_VERIFY}
@@ -222,6 +225,7 @@ def test_collection_is_a_separate_step_whose_failure_keeps_the_publish(hub, tiny
     assert hub.commit_count("alice/tiny-lung") == 2  # the commit stands
 
 
+@pytest.mark.slow
 def test_private_repo_is_created_private(hub, tiny, tmp_path):
     done = run_publish(
         hub, tiny, tmp_path, {"repo_id": "alice/secret", "private": True, "verify": True}, "xet"
