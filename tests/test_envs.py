@@ -42,6 +42,9 @@ CONDA_TO_PIP = {
     "matplotlib-base": "matplotlib",
     "pyyaml": "pyyaml",
     "jsonschema": "jsonschema",
+    "scib-metrics": "scib-metrics",
+    "jax": "jax",
+    "jaxlib": "jaxlib",
 }
 # Pinned in the envs only: the interpreter (checked against requires-python).
 CONDA_ONLY = {"python"}
@@ -66,6 +69,9 @@ PROVIDES = {
     "matplotlib-base": {"matplotlib", "numpy", "PIL"},
     "pyyaml": {"yaml"},
     "jsonschema": {"jsonschema"},
+    "scib-metrics": {"scib_metrics", "jax", "chex", "plottable", "tqdm"},
+    "jax": {"jax", "jaxlib", "numpy", "ml_dtypes", "opt_einsum"},
+    "jaxlib": {"jaxlib", "numpy"},
 }
 
 
@@ -113,7 +119,12 @@ def rules(workflow_rules):
 
 
 def test_env_files_exist():
-    assert {p.name for p in ENV_FILES} >= {"scanpy.yaml", "scvi.yaml", "publish.yaml"}
+    assert {p.name for p in ENV_FILES} >= {
+        "scanpy.yaml",
+        "scvi.yaml",
+        "publish.yaml",
+        "integration.yaml",
+    }
 
 
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
@@ -326,3 +337,12 @@ def test_import_scan_sees_lazy_imports():
     assert "scvi" in imports_of_script(scripts / "builtin_dataset.py")
     # ... while prepare_dataset, in the same module, does not need scvi-tools.
     assert "scvi" not in imports_of_script(scripts / "prepare_dataset.py")
+
+
+def test_only_the_integration_rule_reaches_jax(rules):
+    # scib-metrics and jax cost seconds to import and are in envs/integration.yaml only.
+    scripts = {name: script for name, _env, script, _acts, _raw in rules if script}
+    assert "scib_metrics" in imports_of_script(scripts["integration"])
+    for name, script in scripts.items():
+        if name != "integration":
+            assert not {"scib_metrics", "jax"} & imports_of_script(script), name
