@@ -253,6 +253,7 @@ class CriticismSettings:
     top_n: int
     min_cells: int
     cluster_resolution: float
+    integration_max_cells: int
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,21 @@ class CriticismStep:
 
 
 @dataclass(frozen=True)
+class IntegrationStep:
+    """The integration metrics: cells scored, what the model was set up with."""
+
+    max_cells: int  # criticism.integration_max_cells
+    setup: Setup
+    seed: int  # train.seed: seeds the subsample of cells
+    model_class: str
+
+    @classmethod
+    def of(cls, s: ModelSettings) -> IntegrationStep:
+        m = s.model
+        return cls(s.criticism.integration_max_cells, m.setup, s.train.seed, m.model_class)
+
+
+@dataclass(frozen=True)
 class CardStep:
     name: str
     description: str
@@ -381,6 +397,7 @@ STEPS: dict[str, type] = {
     "criticism": CriticismStep,
     "card": CardStep,
     "report": ReportStep,
+    "integration": IntegrationStep,
     "publish": PublishSettings,
 }
 

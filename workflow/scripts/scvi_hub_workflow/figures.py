@@ -241,3 +241,43 @@ def model_figures(
         "ppc": cv_scatter(cv_cells, cv_genes, seed),
         "de": de_benchmark(de_table),
     }
+
+
+def integration_scores(table: pd.DataFrame, summary: dict) -> Figure:
+    """scib-metrics scores, model against the PCA baseline: one pair of bars per metric, the
+    aggregates first, then bio conservation, then batch correction."""
+    order = {"Aggregate score": 0, "Bio conservation": 1, "Batch correction": 2}
+    aggregates = {"total": (0, "Total"), "bio_conservation": (1, "Bio conservation")}
+    aggregates["batch_correction"] = (2, "Batch correction")
+    table = table.assign(
+        _order=table["type"].map(order),
+        _within=[aggregates.get(m, (9,))[0] for m in table["metric"]],
+    ).sort_values(["_order", "_within"], kind="stable")
+    positions = np.arange(len(table))
+    figure = Figure(figsize=(7.5, 1.2 + 0.42 * len(table)), layout="constrained")
+    ax = figure.subplots()
+    for offset, column, label, colour in (
+        (-0.2, "model", "model (latent means)", "C0"),
+        (0.2, "pca", "PCA of log-normalised counts", "C7"),
+    ):
+        values = table[column].to_numpy(dtype=float)
+        ax.barh(positions + offset, np.nan_to_num(values), height=0.4, color=colour, label=label)
+        for y, v in zip(positions + offset, values, strict=True):
+            ax.text(max(v, 0) + 0.01, y, f"{v:.2f}", va="center", fontsize="x-small")
+    names = [
+        f"{aggregates[m][1]} (aggregate)" if m in aggregates else f"{m} ({t.split()[0].lower()})"
+        for m, t in zip(table["metric"], table["type"], strict=True)
+    ]
+    ax.set_yticks(positions, names)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.12), xlabel="score (higher is better)")
+    n_aggregates = int((table["type"] == "Aggregate score").sum())
+    ax.axhline(n_aggregates - 0.5, color="grey", linewidth=0.8)
+    figure.legend(loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+    labels = "labels" if summary["label_source"] == "labels" else "Leiden clusters"
+    ax.set_title(
+        f"Integration: {summary['n_cells']:,} cells, {summary['n_batches']} batches "
+        f"({summary['batch_key']}), {summary['n_labels']} {labels} ({summary['labels_key']})",
+        fontsize="medium",
+    )
+    return figure

@@ -1,0 +1,258 @@
+"""Integration metrics (scib-metrics, model vs PCA): cell choice, label source, scores, card."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from helpers import ROOT
+from scvi_hub_workflow import integration
+from scvi_hub_workflow.card import render_card
+from scvi_hub_workflow.figures import integration_scores, save_png
+from scvi_hub_workflow.model_summary import summary_row
+from test_card import inputs as card_inputs
+
+N_CELLS, N_LABELS, N_BATCHES, N_LATENT = 300, 4, 3, 8
+
+
+def planted(seed=0):
+    """Labels and batches drawn independently, so a latent can hold one and not the other."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([f"type_{i}" for i in rng.integers(0, N_LABELS, N_CELLS)], dtype="U16")
+    batches = np.array([f"batch_{i}" for i in rng.integers(0, N_BATCHES, N_CELLS)])
+    return labels, batches
+
+
+def pure(values, seed):
+    """A latent made of the groups of ``values`` alone: group centres plus a little noise."""
+    rng = np.random.default_rng(seed)
+    codes = pd.Categorical(values).codes
+    centres = rng.normal(scale=4.0, size=(codes.max() + 1, N_LATENT))
+    return (centres[codes] + rng.normal(size=(len(values), N_LATENT))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def pure_scores():
+    labels, batches = planted()
+    embeddings = {"label": pure(labels, 1), "batch": pure(batches, 2)}
+    return integration.score_embeddings(embeddings, labels, batches, baseline="batch")
+
+
+def test_a_latent_of_pure_batch_scores_worse_than_one_of_pure_label(pure_scores):
+    table = pure_scores.set_index("metric")
+    for aggregate in ("total", "bio_conservation", "batch_correction"):
+        assert table.loc[aggregate, "label"] > table.loc[aggregate, "batch"] + 0.2, aggregate
+    # every metric that is not relative to the baseline ranks them the same way
+    kinds = table[table["type"] != "Aggregate score"].drop(index="PCR comparison")
+    assert (kinds["label"] > kinds["batch"]).all(), kinds
+    assert set(table.loc[table["type"] == "Batch correction"].index) >= {"BRAS", "iLISI"}
+    assert "KBET" not in table.index  # left out: integration.LEFT_OUT_METRICS
+
+
+def obs_of(labels, batches):
+    index = [f"cell_{i}" for i in range(len(labels))]
+    return pd.DataFrame({"batch": batches, "cell_type": labels}, index=index)
+
+
+def test_cells_are_a_seeded_recorded_subsample_of_the_labelled_cells():
+    labels, batches = planted()
+    labels[:50] = "unknown"
+    obs = obs_of(labels, batches)
+
+    def choose(seed, max_cells=100):
+        return integration.choose_cells(
+            obs,
+            batch_key="batch",
+            labels=obs["cell_type"],
+            unlabeled_category="unknown",
+            max_cells=max_cells,
+            seed=seed,
+        )
+
+    first, again, other = choose(0), choose(0), choose(1)
+    assert np.array_equal(first.rows, again.rows) and not np.array_equal(first.rows, other.rows)
+    assert len(first.rows) == 100 and (np.diff(first.rows) > 0).all() and first.rows.min() >= 50
+    assert "unknown" not in set(first.labels)
+    assert np.array_equal(first.labels, labels[first.rows])
+    assert np.array_equal(first.batches, batches[first.rows])
+    assert first.record == {
+        "n_cells_model": 300,
+        "n_cells_unlabelled": 50,
+        "n_cells_labelled": 250,
+        "n_cells": 100,
+        "max_cells": 100,
+        "subsampled": True,
+        "seed": 0,
+        "n_batches": 3,
+        "n_labels": 4,
+    }
+    everything = choose(0, max_cells=10_000)
+    assert np.array_equal(everything.rows, np.arange(50, 300))
+    assert not everything.record["subsampled"]
+
+
+def test_one_batch_is_refused_naming_the_key():
+    labels, _ = planted()
+    obs = obs_of(labels, np.full(N_CELLS, "only"))
+    with pytest.raises(ValueError, match=r"at least 2 batches.*model.setup.batch_key"):
+        integration.choose_cells(
+            obs,
+            batch_key="batch",
+            labels=obs["cell_type"],
+            unlabeled_category=None,
+            max_cells=100,
+            seed=0,
+        )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A model data file (obs, latent means) and an HVG file (counts) of the same cells."""
+    out = tmp_path_factory.mktemp("integration")
+    labels, batches = planted()
+    labels[:30] = "unknown"
+    obs = obs_of(labels, batches)
+    latent = pure(planted()[0], 1)
+    ad.AnnData(obs=obs, obsm={"scanvi_latent_qzm": latent}).write_h5ad(out / "model.h5ad")
+    rng = np.random.default_rng(3)
+    rates = rng.gamma(2.0, 1.0, size=(N_LABELS, 60))[pd.Categorical(planted()[0]).codes]
+    rates *= rng.gamma(4.0, 0.25, size=(N_BATCHES, 60))[pd.Categorical(batches).codes]
+    counts = sp.csr_matrix(rng.poisson(rates * 3).astype(np.float32))
+    ad.AnnData(X=counts, obs=obs).write_h5ad(out / "hvg.h5ad")
+    return out
+
+
+def run_integrate(files, **kwargs):
+    args = {
+        "latent_key": "scanvi_latent_qzm",
+        "batch_key": "batch",
+        "labels": None,
+        "labels_key": "cell_type",
+        "unlabeled_category": "unknown",
+        "layer": None,
+        "max_cells": 200,
+        "seed": 0,
+    }
+    return integration.integrate(files / "model.h5ad", files / "hvg.h5ad", **(args | kwargs))
+
+
+def test_integrate_reads_the_chosen_rows_and_scores_model_and_pca(files):
+    summary, table = run_integrate(files)
+    assert list(table.columns) == ["metric", "type", "model", "pca"]
+    assert summary["label_source"] == "labels" and summary["labels_key"] == "cell_type"
+    assert summary["n_cells"] == 200 and summary["n_cells_unlabelled"] == 30
+    assert summary["subsampled"] and summary["seed"] == 0
+    totals = table.set_index("metric").loc["total"]
+    assert summary["total"]["total"] == pytest.approx(totals["model"])
+    assert summary["total_pca"]["total"] == pytest.approx(totals["pca"])
+    # the latent holds the labels and no batch: it integrates better than the counts' PCA
+    assert summary["total"]["batch_correction"] > summary["total_pca"]["batch_correction"]
+    assert set(summary["seconds"]) == {"read_and_pca", "scib"}
+    json.dumps(summary)  # integration.json is plain JSON
+    figure = integration_scores(table, summary)
+    save_png(figure, files / "integration.png")
+    assert (files / "integration.png").stat().st_size > 10_000
+
+
+def test_without_labels_the_clusters_are_the_label_source(files):
+    labels, _ = planted()
+    clusters = pd.Series(pd.Categorical(labels).codes.astype(str))  # every cell has a cluster
+    summary, _ = run_integrate(files, labels=clusters, labels_key=None, max_cells=1000)
+    assert summary["label_source"] == "clusters" and summary["labels_key"] == "leiden"
+    assert summary["n_cells"] == N_CELLS and summary["n_cells_unlabelled"] == 0
+
+
+def test_reading_is_refused_when_the_files_hold_other_cells(files, tmp_path):
+    other = ad.read_h5ad(files / "hvg.h5ad")
+    other.obs_names = [f"other_{i}" for i in range(other.n_obs)]
+    other.write_h5ad(tmp_path / "hvg.h5ad")
+    with pytest.raises(ValueError, match="same cells"):
+        integration.integrate(
+            files / "model.h5ad",
+            tmp_path / "hvg.h5ad",
+            latent_key="scanvi_latent_qzm",
+            batch_key="batch",
+            labels=None,
+            labels_key="cell_type",
+            unlabeled_category="unknown",
+            layer=None,
+            max_cells=200,
+            seed=0,
+        )
+
+
+SUMMARY = {
+    "label_source": "labels",
+    "labels_key": "cell_type",
+    "batch_key": "batch",
+    "n_cells_model": 1500,
+    "n_cells_unlabelled": 150,
+    "n_cells_labelled": 1350,
+    "n_cells": 1000,
+    "max_cells": 1000,
+    "subsampled": True,
+    "seed": 7,
+    "n_batches": 3,
+    "n_labels": 6,
+    "total": {"total": 0.71, "bio_conservation": 0.8, "batch_correction": 0.58},
+    "total_pca": {"total": 0.52, "bio_conservation": 0.7, "batch_correction": 0.25},
+    "metrics": {
+        "model": {"BRAS": 0.9, "total": 0.71},
+        "pca": {"BRAS": 0.3, "total": 0.52},
+    },
+}
+
+
+def test_card_section_says_source_cells_seed_and_baseline():
+    card_in = card_inputs(labels_key="cell_type")
+    card_in.integration = SUMMARY
+    card = render_card(card_in)
+    assert "a random 1000 of the 1350 cells (seed 7" in card
+    assert "the labels in 'cell_type' (150 unlabelled cells left out)" in card
+    assert "0.71 for the model, 0.52 for the PCA" in card
+    assert "| BRAS | 0.90 | 0.30 |" in card
+    assert card.index("Integration") < card.index("# Model Properties")
+    clusters = card_inputs()
+    clusters.integration = SUMMARY | {"label_source": "clusters", "labels_key": "leiden"}
+    assert "Leiden clusters of the latent space ('leiden'" in render_card(clusters)
+    assert "Not computed: the model was set up without a batch key" in render_card(card_inputs())
+
+
+def test_models_table_has_model_and_pca_totals():
+    training = {"model_class": "SCVI", "n_cells": {"train": 9}, "epochs": 2}
+    cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}
+    row = summary_row("m", training, cv, {"groups": []}, None, SUMMARY)
+    assert (row["integration_total"], row["integration_total_pca"]) == (0.71, 0.52)
+    assert summary_row("m", training, cv, {"groups": []})["integration_total"] is None
+
+
+# What every job other than the integration job imports: none of them may start jax.
+OTHER_JOBS = """
+import sys
+import scvi_hub_workflow
+from scvi_hub_workflow import (card, criticism, datasets, figures, hvg, label_transfer,
+    model_io, model_summary, training)
+from scvi_hub_workflow.publish import verify
+import scvi, scanpy
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "scib_metrics")
+                and sys.modules[m] is not None)
+print(loaded)
+"""
+
+
+def test_other_jobs_do_not_import_jax_or_scib_metrics():
+    out = subprocess.run(
+        [sys.executable, "-c", OTHER_JOBS],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
