@@ -25,7 +25,9 @@ FIGURES = {
     "DE benchmark": "de.png",
 }
 LABEL_FIGURES = {"label confusion matrix": "confusion.png", "label calibration": "calibration.png"}
-EXPECTED = {"tiny-scvi": FIGURES, "tiny-scanvi": FIGURES | LABEL_FIGURES}
+# Models with a batch key (tiny-scanvi): scib-metrics of the latent space beside the PCA.
+INTEGRATION_FIGURES = {"integration metrics": "integration.png"}
+EXPECTED = {"tiny-scvi": FIGURES, "tiny-scanvi": FIGURES | LABEL_FIGURES | INTEGRATION_FIGURES}
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -80,6 +82,10 @@ def test_the_summary_table_lists_every_model(tiny_run, report_zip):
     assert list(table["model"]) == ["tiny-scanvi", "tiny-scvi"]  # sorted by name
     assert table.set_index("model").loc["tiny-scanvi", "epochs"] == 5  # both phases
     assert table["label_accuracy_validation"].isna().tolist() == [False, True]
+    # integration: tiny-scanvi has a batch key, tiny-scvi none
+    for column in ("integration_total", "integration_total_pca"):
+        assert table[column].isna().tolist() == [False, True]
+        assert 0 < table[column].iloc[0] < 1
     results = report_results(report_zip.read("report/report.html").decode())
     assert "results/models.tsv" in results
 

@@ -6,6 +6,7 @@ rule card:
         training="results/{model}/training/summary.json",
         dataset="results/{model}/dataset.json",
         label_transfer=label_transfer_of,
+        integration=integration_of,
     output:
         card=report(
             "results/{model}/card/README.md",

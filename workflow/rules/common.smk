@@ -133,8 +133,31 @@ def label_transfer_of(wildcards):
     return []
 
 
+# Models set up with a batch key: the integration rule and the card's section run for them.
+BATCH_MODELS = [name for name, s in MODELS.items() if s.model.setup.batch_key]
+
+
+def integration_of(wildcards):
+    """The card's integration input: models with a batch key only."""
+    if wildcards.model in BATCH_MODELS:
+        return f"results/{wildcards.model}/criticism/integration.json"
+    return []
+
+
+def integration_inputs(wildcards):
+    """The minified model (latent means), the HVG counts (PCA baseline) and, without labels,
+    the PPC's Leiden clusters."""
+    inputs = {
+        "model": f"results/{wildcards.model}/minified",
+        "data": f"results/{wildcards.model}/hvg.h5ad",
+    }
+    if not MODELS[wildcards.model].model.setup.labels_key:
+        inputs["cells"] = f"results/{wildcards.model}/criticism/cells.tsv"
+    return inputs
+
+
 def report_files(wildcards):
-    """Every model's figures (and label transfer), and the table of all models."""
+    """Every model's figures (label transfer, integration), and the table of all models."""
     figures = ["training", "latent", "ppc", "de"]
     files = expand("results/{model}/report/{figure}.png", model=MODELS, figure=figures)
     files += expand(
@@ -142,6 +165,7 @@ def report_files(wildcards):
         model=SCANVI_MODELS,
         figure=["confusion", "calibration"],
     )
+    files += expand("results/{model}/report/integration.png", model=BATCH_MODELS)
     return files + ["results/models.tsv"]
 
 

@@ -1,5 +1,5 @@
-# The report: figures of every model, label transfer of SCANVI models, and one table of all
-# models. `snakemake --report report.html` shows them, per model.
+# The report: figures of every model, label transfer of SCANVI models, integration metrics of
+# models with a batch key, and one table of all models. `snakemake --report report.html` shows them, per model.
 
 
 rule figures:
@@ -90,6 +90,42 @@ rule label_transfer:
         "../scripts/label_transfer.py"
 
 
+# Models with a batch key: scib-metrics of the latent space beside the PCA baseline (jax and
+# scib-metrics in their own env; no other job imports them).
+rule integration:
+    input:
+        unpack(integration_inputs),
+    output:
+        summary="results/{model}/criticism/integration.json",
+        table=report(
+            "results/{model}/criticism/integration.tsv",
+            caption="../report/integration.rst",
+            category="Integration",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "metric table"},
+        ),
+        figure=report(
+            "results/{model}/report/integration.png",
+            caption="../report/integration_figure.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "integration metrics"},
+        ),
+    log:
+        "logs/{model}/integration.log",
+    benchmark:
+        "results/{model}/resource_usage/integration.tsv"
+    conda:
+        "../../envs/integration.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        settings=settings_of("integration"),
+    script:
+        "../scripts/integration_metrics.py"
+
+
 rule model_summary:
     input:
         # sorted: the table (and whether it re-runs) does not depend on the config's key order
@@ -99,6 +135,7 @@ rule model_summary:
         label_transfer=expand(
             "results/{model}/criticism/label_transfer.json", model=sorted(SCANVI_MODELS)
         ),
+        integration=expand("results/{model}/criticism/integration.json", model=sorted(BATCH_MODELS)),
     output:
         report(
             "results/models.tsv",

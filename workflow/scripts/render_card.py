@@ -34,6 +34,9 @@ with logged_to(snakemake.log[0]):  # noqa: F821
                 if inputs.label_transfer
                 else None
             ),
+            integration=(
+                json.loads(Path(inputs.integration).read_text()) if inputs.integration else None
+            ),
         )
     )
     meta = metadata(saved.model_class, found, settings.card.training_data_url)

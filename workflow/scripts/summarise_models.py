@@ -15,8 +15,16 @@ with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     # results/{model}/<step>/<file>: the model is the folder two levels up
     transfers = {Path(p).parts[-3]: read(p) for p in inputs.label_transfer}
+    integrations = {Path(p).parts[-3]: read(p) for p in inputs.integration}
     rows = [
-        summary_row(Path(t).parts[-3], read(t), read(c), read(d), transfers.get(Path(t).parts[-3]))
+        summary_row(
+            name := Path(t).parts[-3],
+            read(t),
+            read(c),
+            read(d),
+            transfers.get(name),
+            integrations.get(name),
+        )
         for t, c, d in zip(inputs.training, inputs.cv, inputs.de, strict=True)
     ]
     with atomic_path(snakemake.output[0]) as tmp:  # noqa: F821

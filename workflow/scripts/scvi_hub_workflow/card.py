@@ -104,6 +104,8 @@ class CardInputs:
     versions: dict = field(default_factory=dict)
     # SCANVI: label_transfer.json of the label_transfer rule
     label_transfer: dict | None = None
+    # models with a batch key: integration.json of the integration rule
+    integration: dict | None = None
 
 
 def _fmt(value) -> str:
@@ -235,6 +237,50 @@ def _label_transfer_section(lt: dict | None, model_class: str) -> list[str]:
     ]
 
 
+def _integration_section(integration: dict | None) -> list[str]:
+    """scib-metrics of the latent space beside the PCA baseline, or why there are none."""
+    if integration is None:
+        return [
+            "Integration",
+            "Not computed: the model was set up without a batch key (model.setup.batch_key), so "
+            "there are no batches whose mixing could be measured.",
+        ]
+    i = integration
+    if i["label_source"] == "labels":
+        source = f"the labels in {i['labels_key']!r}"
+        if i["n_cells_unlabelled"]:
+            source += f" ({i['n_cells_unlabelled']} unlabelled cells left out)"
+    else:
+        source = (
+            f"Leiden clusters of the latent space ({i['labels_key']!r}, from the posterior "
+            "predictive check; the data have no labels)"
+        )
+    cells = (
+        f"a random {i['n_cells']} of the {i['n_cells_labelled']} cells (seed {i['seed']}, "
+        f"criticism.integration_max_cells {i['max_cells']})"
+        if i["subsampled"]
+        else f"all {i['n_cells']} cells"
+    )
+    rows = "\n".join(
+        f"| {metric} | {_fmt(value)} | {_fmt(i['metrics']['pca'].get(metric))} |"
+        for metric, value in i["metrics"]["model"].items()
+    )
+    return [
+        "Integration",
+        "The integration metrics summarize how well the latent space removes batch effects "
+        f"({i['n_batches']} batches in {i['batch_key']!r}) while keeping biological variation, "
+        f"measured with scib-metrics on {cells}, grouped by {source}. Beside the model's latent "
+        "posterior means, the same cells are scored on the unintegrated baseline, a PCA of the "
+        "log-normalised HVG counts with as many components, so the numbers can be compared. "
+        "Scores are unscaled, higher is better; total = 0.4 x batch correction + 0.6 x bio "
+        f"conservation: {_fmt(i['total']['total'])} for the model, "
+        f"{_fmt(i['total_pca']['total'])} for the PCA. kBET is left out "
+        "(see docs/metrics.md of scvi-hub-workflow for the definitions).",
+        "**Integration**:",
+        "| Metric | Model | PCA baseline |\n| --- | --- | --- |\n" + rows,
+    ]
+
+
 def _json_block(data: dict) -> str:
     return "```json\n" + json.dumps(data, indent=2) + "\n```"
 
@@ -313,6 +359,7 @@ def render_card(inputs: CardInputs) -> str:
         "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
         "**Differential expression**:",
         _de_table(de),
+        *_integration_section(inputs.integration),
         *_label_transfer_section(inputs.label_transfer, saved.model_class),
         "# Model Properties",
         "We provide here key parameters used to setup and train the model.",

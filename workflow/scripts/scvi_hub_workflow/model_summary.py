@@ -15,14 +15,22 @@ COLUMNS = (
     "label_accuracy_validation",
     "label_macro_f1_validation",
     "label_ece_validation",
+    "integration_total",
+    "integration_total_pca",
 )
 
 
 def summary_row(
-    name: str, training: dict, cv: dict, de: dict, label_transfer: dict | None = None
+    name: str,
+    training: dict,
+    cv: dict,
+    de: dict,
+    label_transfer: dict | None = None,
+    integration: dict | None = None,
 ) -> dict:
-    """One model's headline metrics, from its summary.json, cv.json, de.json and (SCANVI)
-    label_transfer.json; a metric the model does not have is None (n/a)."""
+    """One model's headline metrics, from its summary.json, cv.json, de.json, (SCANVI)
+    label_transfer.json and (with a batch key) integration.json; a metric the model does not
+    have is None (n/a)."""
     aucs = [g["roc_auc"] for g in de["groups"] if g.get("roc_auc") is not None]
     labels = label_transfer or {}
     return {
@@ -36,6 +44,9 @@ def summary_row(
         "label_accuracy_validation": labels.get("accuracy"),
         "label_macro_f1_validation": labels.get("macro_f1"),
         "label_ece_validation": labels.get("ece"),
+        # scib-metrics' aggregate of the latent space, and of the PCA baseline on the same cells
+        "integration_total": integration["total"]["total"] if integration else None,
+        "integration_total_pca": integration["total_pca"]["total"] if integration else None,
     }
 
 

@@ -1,0 +1,42 @@
+"""Rule integration: scib-metrics of the model's latent means beside the PCA baseline."""
+
+import pandas as pd
+from scvi_hub_workflow.config import from_text
+from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
+
+with logged_to(snakemake.log[0]) as log:  # noqa: F821
+    from scvi_hub_workflow import figures
+    from scvi_hub_workflow.integration import CLUSTER_COLUMN, integrate
+    from scvi_hub_workflow.layout import DATA_FILE, latent_keys
+
+    inputs, output = snakemake.input, snakemake.output  # noqa: F821
+    step = from_text(snakemake.params.settings)  # noqa: F821
+    setup = step.setup
+    # Without labels: the Leiden clusters the posterior predictive check wrote, per cell.
+    clusters = (
+        None if setup.labels_key else pd.read_csv(inputs.cells, sep="\t", dtype=str)[CLUSTER_COLUMN]
+    )
+    summary, table = integrate(
+        f"{inputs.model}/{DATA_FILE}",
+        inputs.data,
+        latent_key=latent_keys(step.model_class)[0],
+        batch_key=setup.batch_key,
+        labels=clusters,
+        labels_key=setup.labels_key,
+        unlabeled_category=setup.unlabeled_category,
+        layer=setup.layer,
+        max_cells=step.max_cells,
+        seed=step.seed,
+        n_jobs=snakemake.threads,  # noqa: F821
+    )
+    write_json(output.summary, summary)
+    with atomic_path(output.table) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    with atomic_path(output.figure) as tmp:
+        figures.save_png(figures.integration_scores(table, summary), tmp)
+    log.info(
+        "integration on %d cells (%s): %s",
+        summary["n_cells"],
+        summary["label_source"],
+        {"model": summary["total"], "pca": summary["total_pca"]},
+    )
