@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import sys
 from pathlib import Path
@@ -28,17 +29,27 @@ def put_package_first(package_dir: str | os.PathLike) -> None:
 FAST_XLA_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
+class _HiddenJax(importlib.abc.MetaPathFinder):
+    """An import finder for which jax is not installed (it never reaches sys.modules, so
+    libraries that look there, as scipy's array-API helpers do, see no jax either)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "jax" or name.startswith("jax."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden from this job)", name=name)
+        return None
+
+
 def skip_jax_in_scvi() -> None:
-    """Keep `import scvi` from importing jax when jax is installed (the integration env or one
-    venv for everything): scvi-tools 1.4.2 imports it at start-up (scvi/_types.py) for its JAX
-    models, which no job here uses; 1.5-3 s more per scvi job on 2 cores, measured with
-    `python -c "import scvi"`. A None in sys.modules makes `import jax` fail as if absent."""
-    sys.modules.setdefault("jax", None)
+    """Keep `import scvi` from importing jax when jax is installed (one venv for every job):
+    scvi-tools 1.4.2 imports it at start-up (scvi/_types.py) for its JAX models, which no job
+    here uses; 1.5-3 s more per scvi job on 2 cores, measured with `python -c "import scvi"`.
+    Jobs that already imported jax keep it."""
+    if "jax" not in sys.modules and not any(isinstance(f, _HiddenJax) for f in sys.meta_path):
+        sys.meta_path.insert(0, _HiddenJax())
 
 
 def allow_jax() -> None:
     """Undo skip_jax_in_scvi for the job that needs jax (the integration metrics), and let XLA
     compile quickly unless XLA_FLAGS is set."""
-    if "jax" in sys.modules and sys.modules["jax"] is None:
-        del sys.modules["jax"]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _HiddenJax)]
     os.environ.setdefault("XLA_FLAGS", FAST_XLA_COMPILE)
