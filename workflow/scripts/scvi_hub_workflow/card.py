@@ -259,7 +259,7 @@ def _integration_section(integration: dict | None) -> list[str]:
         f"a random {i['n_cells']} of the {i['n_cells_labelled']} cells (seed {i['seed']}, "
         f"criticism.integration_max_cells {i['max_cells']})"
         if i["subsampled"]
-        else f"all {i['n_cells']} cells"
+        else f"all {i['n_cells']} {'labelled ' if i['label_source'] == 'labels' else ''}cells"
     )
     rows = "\n".join(
         f"| {metric} | {_fmt(value)} | {_fmt(i['metrics']['pca'].get(metric))} |"
