@@ -8,6 +8,7 @@
 #   training/               history.tsv (loss per epoch), summary.json (device, epochs, time)
 #   minified/               the model with a minified AnnData (latent posterior only)
 #   criticism/              cv.json (posterior predictive check), de.tsv / de.json (DE benchmark)
+#                           query_check.json (a held-out batch mapped with scArches)
 #                           cells.tsv (every cell's DE group), groups.json (checked before training)
 #   card/                   README.md (model card), _scvi_required_metadata.json
 #   hub/                    exactly the files published to the Hugging Face Hub

@@ -7,6 +7,7 @@ rule card:
         dataset="results/{model}/dataset.json",
         label_transfer=label_transfer_of,
         integration=integration_of,
+        query_check=query_check_of,
     output:
         card=report(
             "results/{model}/card/README.md",

@@ -156,8 +156,26 @@ def integration_inputs(wildcards):
     return inputs
 
 
+# Models the query mapping check can hold a batch out of: a batch key, and not switched off
+# (criticism.query_check: false). With `auto`, a dataset above query_check_max_cells writes
+# a query_check.json saying it was skipped: cell counts are known only after the dataset step.
+QUERY_CHECK_MODELS = [
+    name
+    for name, s in MODELS.items()
+    if s.model.setup.batch_key and s.criticism.query_check is not False
+]
+
+
+def query_check_of(wildcards):
+    """The card's query-mapping input: models with a batch key only."""
+    if wildcards.model in QUERY_CHECK_MODELS:
+        return f"results/{wildcards.model}/criticism/query_check.json"
+    return []
+
+
 def report_files(wildcards):
-    """Every model's figures (label transfer, integration), and the table of all models."""
+    """Every model's figures (label transfer, integration), query checks, and the table of
+    all models."""
     figures = ["training", "latent", "ppc", "de"]
     files = expand("results/{model}/report/{figure}.png", model=MODELS, figure=figures)
     files += expand(
@@ -166,6 +184,7 @@ def report_files(wildcards):
         figure=["confusion", "calibration"],
     )
     files += expand("results/{model}/report/integration.png", model=BATCH_MODELS)
+    files += expand("results/{model}/criticism/query_check.json", model=QUERY_CHECK_MODELS)
     return files + ["results/models.tsv"]
 
 

@@ -56,3 +56,36 @@ rule posterior_predictive_check:
         settings=settings_of("criticism"),
     script:
         "../scripts/posterior_predictive_check.py"
+
+
+# Models with a batch key only (query_check_models in common.smk). Hold one batch out, train a
+# reference on the others and map it with scArches; compared with the full model's latent.
+rule query_check:
+    input:
+        data="results/{model}/hvg.h5ad",
+        dataset="results/{model}/dataset.json",
+        # the full model's latent posterior means, stored in the minified data (no counts)
+        full_model="results/{model}/minified",
+    output:
+        report(
+            "results/{model}/criticism/query_check.json",
+            caption="../report/query_check.rst",
+            category="Query mapping",
+            labels={"model": "{model}", "metric": "query mapping check"},
+        ),
+    log:
+        "logs/{model}/query_check.log",
+    benchmark:
+        "results/{model}/resource_usage/query_check.tsv"
+    conda:
+        "../../envs/scvi.yaml"
+    # it trains a model, like the train rule
+    threads: 4
+    resources:
+        gpu=gpu_request,
+        mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
+        runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
+    params:
+        settings=settings_of("query_check"),
+    script:
+        "../scripts/query_check.py"

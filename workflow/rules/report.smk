@@ -136,6 +136,9 @@ rule model_summary:
             "results/{model}/criticism/label_transfer.json", model=sorted(SCANVI_MODELS)
         ),
         integration=expand("results/{model}/criticism/integration.json", model=sorted(BATCH_MODELS)),
+        query_check=expand(
+            "results/{model}/criticism/query_check.json", model=sorted(QUERY_CHECK_MODELS)
+        ),
     output:
         report(
             "results/models.tsv",

@@ -245,7 +245,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class CriticismSettings:
-    """`criticism:` the posterior predictive check."""
+    """`criticism:` the posterior predictive check and the query mapping check."""
 
     n_samples: int
     batch_size: int
@@ -254,6 +254,10 @@ class CriticismSettings:
     min_cells: int
     cluster_resolution: float
     integration_max_cells: int
+    query_check: str | bool  # "auto", true or false
+    query_batch: str | None
+    query_epochs: int
+    query_check_max_cells: int
 
 
 @dataclass(frozen=True)
@@ -363,6 +367,20 @@ class IntegrationStep:
 
 
 @dataclass(frozen=True)
+class QueryCheckStep:
+    """The query mapping check: trains a reference with the model's own recipe."""
+
+    name: str
+    model: ModelSpec
+    train: TrainSettings
+    criticism: CriticismSettings
+
+    @classmethod
+    def of(cls, s: ModelSettings) -> QueryCheckStep:
+        return cls(s.name, s.model, s.train, s.criticism)
+
+
+@dataclass(frozen=True)
 class CardStep:
     name: str
     description: str
@@ -395,6 +413,7 @@ STEPS: dict[str, type] = {
     "hvg": HvgStep,
     "train": TrainStep,
     "criticism": CriticismStep,
+    "query_check": QueryCheckStep,
     "card": CardStep,
     "report": ReportStep,
     "integration": IntegrationStep,

@@ -1,0 +1,259 @@
+"""The query mapping check: does the model map a new batch as a scArches reference should?
+
+One batch is held out; a reference is trained on the others with the model's own recipe
+(training.train_model), the held-out batch is mapped onto it with scvi-tools'
+``prepare_query_anndata`` / ``load_query_data`` and a short fine-tune, and its latent is
+compared with the full model's (trained with those cells). Definitions in docs/metrics.md
+("Query mapping check"). The metrics are pure numpy/scikit-learn functions; ``run_query_check``
+needs scvi-tools and torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from .config import QueryCheckStep, TrainStep
+from .label_transfer import TRUTH_COLUMN, label_metrics
+from .layout import DATA_FILE, latent_keys
+
+log = logging.getLogger(__name__)
+
+# "Enough cells" for the held-out batch: the accuracy moves in steps of at most 2% and every
+# query cell has many more query cells than the N_NEIGHBOURS it is compared by.
+MIN_QUERY_CELLS = 50
+# Neighbours per cell of the kNN overlap and of the kNN label transfer (scanpy's default 15).
+N_NEIGHBOURS = 15
+
+
+class QueryCheckError(ValueError):
+    """The config asks for a query check the data cannot give (names the config key)."""
+
+
+def should_run(mode: str | bool, n_cells: int, max_cells: int) -> tuple[bool, str | None]:
+    """Whether the check runs for a dataset of ``n_cells`` (criticism.query_check), and if not,
+    why (for the JSON and the card)."""
+    if mode is False:
+        return False, "criticism.query_check is false"
+    if mode == "auto" and n_cells > max_cells:
+        return False, (
+            f"the dataset has {n_cells} cells, more than criticism.query_check_max_cells "
+            f"({max_cells}) with criticism.query_check: auto; set it to true to run it"
+        )
+    return True, None
+
+
+def choose_query_batch(batches: pd.Series, requested: str | None, batch_key: str) -> str:
+    """The batch to hold out: ``requested`` (criticism.query_batch), or by default the smallest
+    batch with at least MIN_QUERY_CELLS cells (ties: the first by name). At least one other
+    batch must remain to train the reference on."""
+    counts = batches.astype(str).value_counts()
+    listing = ", ".join(f"{b} ({n} cells)" for b, n in sorted(counts.items()))
+    if len(counts) < 2:
+        raise QueryCheckError(
+            f"criticism.query_check: the batch column {batch_key!r} (model.setup.batch_key) has "
+            f"{len(counts)} batch; holding one out needs two or more ({listing})"
+        )
+    if requested is not None:
+        if requested not in counts:
+            raise QueryCheckError(
+                f"criticism.query_batch: no batch {requested!r} in obs column {batch_key!r} "
+                f"(model.setup.batch_key); the batches are: {listing}"
+            )
+        if counts[requested] < MIN_QUERY_CELLS:
+            raise QueryCheckError(
+                f"criticism.query_batch: batch {requested!r} has {counts[requested]} cells, "
+                f"fewer than the {MIN_QUERY_CELLS} the check needs; the batches are: {listing}"
+            )
+        return requested
+    enough = counts[counts >= MIN_QUERY_CELLS]
+    if enough.empty:
+        raise QueryCheckError(
+            f"criticism.query_check: no batch of {batch_key!r} has {MIN_QUERY_CELLS} cells or "
+            f"more to hold out ({listing}); set criticism.query_check: false"
+        )
+    return min(enough.items(), key=lambda item: (item[1], item[0]))[0]
+
+
+def neighbours(latent: np.ndarray, k: int) -> np.ndarray:
+    """Indices (cells x k) of each cell's k nearest other cells (Euclidean, exact)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    latent = np.asarray(latent, dtype=np.float64)
+    if len(latent) <= k:
+        raise ValueError(f"{len(latent)} cells: too few for {k} neighbours each")
+    index = NearestNeighbors(n_neighbors=k + 1).fit(latent)
+    found = index.kneighbors(latent, return_distance=False)
+    # drop each cell itself (the first hit, unless tied with a duplicate)
+    rows = [row[row != i][:k] for i, row in enumerate(found)]
+    return np.vstack(rows)
+
+
+def knn_overlap(latent_a: np.ndarray, latent_b: np.ndarray, k: int = N_NEIGHBOURS) -> float:
+    """Mean over cells of the fraction of a cell's k nearest neighbours in ``latent_a`` that are
+    also among its k nearest in ``latent_b`` (same cells, same order): 1 when the two latents
+    have the same neighbourhoods, about ``knn_overlap_chance`` when unrelated."""
+    if len(latent_a) != len(latent_b):
+        raise ValueError("the two latents must hold the same cells")
+    a, b = neighbours(latent_a, k), neighbours(latent_b, k)
+    shared = [len(np.intersect1d(x, y, assume_unique=True)) for x, y in zip(a, b, strict=True)]
+    return float(np.mean(shared) / k)
+
+
+def knn_overlap_chance(n_cells: int, k: int = N_NEIGHBOURS) -> float:
+    """The expected overlap of two random k-neighbourhoods among the other n_cells - 1 cells."""
+    return k / (n_cells - 1)
+
+
+def knn_label_probabilities(
+    reference_latent: np.ndarray,
+    reference_labels: np.ndarray,
+    query_latent: np.ndarray,
+    k: int = N_NEIGHBOURS,
+) -> pd.DataFrame:
+    """Per query cell, the share of its k nearest reference cells carrying each label."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    classifier = KNeighborsClassifier(n_neighbors=k).fit(
+        np.asarray(reference_latent), np.asarray(reference_labels, dtype=str)
+    )
+    shares = classifier.predict_proba(np.asarray(query_latent))
+    return pd.DataFrame(shares, columns=classifier.classes_)
+
+
+def full_model_latent(minified_dir: str, model_class: str) -> pd.DataFrame:
+    """The full model's latent posterior means (cells x latent), as minify stored them; the
+    minified data hold no counts, so this reads obs and obsm only."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(f"{minified_dir}/{DATA_FILE}")
+    qzm_key, _ = latent_keys(model_class)
+    return pd.DataFrame(np.asarray(adata.obsm[qzm_key]), index=adata.obs_names)
+
+
+def _drop_unused_categories(adata, columns: list[str]) -> None:
+    # scvi-tools keeps every category of a categorical column: a reference whose batch column
+    # still lists the held-out batch would get an encoder input for it, and the query would
+    # not be a new batch.
+    for column in columns:
+        if isinstance(adata.obs[column].dtype, pd.CategoricalDtype):
+            adata.obs[column] = adata.obs[column].cat.remove_unused_categories()
+
+
+def _hide_labels(obs: pd.DataFrame, labels_key: str, unlabeled_category: str) -> None:
+    """Every cell unlabelled, as real query data arrive."""
+    labels = obs[labels_key].astype("category")
+    if unlabeled_category not in labels.cat.categories:
+        labels = labels.cat.add_categories([unlabeled_category])
+    labels[:] = unlabeled_category
+    obs[labels_key] = labels
+
+
+def _labelled(labels: np.ndarray, unlabeled_category: str | None) -> np.ndarray:
+    if unlabeled_category is None:
+        return np.ones(len(labels), dtype=bool)
+    return labels != unlabeled_category
+
+
+def run_query_check(
+    data_path: str,
+    full_latent: pd.DataFrame,
+    settings: QueryCheckStep,
+    cuda_available: bool | None = None,
+) -> dict:
+    """Hold out a batch of the training data (``data_path``: hvg.h5ad), train a reference
+    without it, map it, and compare with ``full_latent`` (the full model's latent posterior
+    means, indexed by cell). Returns query_check.json's content."""
+    import anndata as ad
+
+    from .training import _train_kwargs, train_model
+
+    started = time.perf_counter()
+    spec, train, criticism = settings.model, settings.train, settings.criticism
+    setup = spec.setup
+    batch_key, labels_key = setup.batch_key, setup.labels_key
+    # backed: only the two slices are ever in memory, together as large as the training data
+    backed = ad.read_h5ad(data_path, backed="r")
+    obs = backed.obs
+    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key)
+    is_query = (obs[batch_key].astype(str) == batch).to_numpy()
+    reference = backed[~is_query].to_memory()
+    query = backed[is_query].to_memory()
+    backed.file.close()
+    categorical = setup.categorical_columns()
+    _drop_unused_categories(reference, categorical)
+    log.info("holding out %s=%s: %d query cells, %d reference cells",
+             batch_key, batch, query.n_obs, reference.n_obs)  # fmt: skip
+
+    reference_model, _, reference_summary = train_model(
+        reference, TrainStep(settings.name, spec, train), cuda_available
+    )
+    accelerator = reference_summary["accelerator"]
+    model_cls = type(reference_model)
+
+    truth = query.obs[labels_key].astype(str).to_numpy() if labels_key else None
+    planted = query.obs[TRUTH_COLUMN].astype(str).to_numpy() if TRUTH_COLUMN in query.obs else None
+    if spec.model_class == "SCANVI":
+        _hide_labels(query.obs, labels_key, setup.unlabeled_category)
+    model_cls.prepare_query_anndata(query, reference_model)
+    query_model = model_cls.load_query_data(query, reference_model, accelerator=accelerator)
+    kwargs = _train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
+    # scArches: no weight decay, so the frozen reference weights stay exactly as trained
+    kwargs["plan_kwargs"] = {**kwargs["plan_kwargs"], "weight_decay": 0.0}
+    mapping_started = time.perf_counter()
+    query_model.train(**kwargs)
+    mapping_seconds = time.perf_counter() - mapping_started
+    query_epochs = len(query_model.history.get("elbo_train", []))
+
+    mapped = query_model.get_latent_representation()
+    full = full_latent.loc[query.obs_names].to_numpy()
+    result = {
+        "ran": True,
+        "batch_key": batch_key,
+        "query_batch": batch,
+        "n_query_cells": int(query.n_obs),
+        "n_reference_cells": int(reference.n_obs),
+        "reference_phases": reference_summary["phases"],
+        "query_epochs": query_epochs,
+        "seed": train.seed,
+        "accelerator": accelerator,
+        "n_neighbours": N_NEIGHBOURS,
+        "knn_overlap": knn_overlap(mapped, full),
+        "knn_overlap_chance": knn_overlap_chance(query.n_obs),
+        "label_agreement": None,
+        "classifier": None,
+        "classifier_vs_truth": None,
+    }
+    if labels_key:
+        reference_labels = reference.obs[labels_key].astype(str).to_numpy()
+        known_ref = _labelled(reference_labels, setup.unlabeled_category)
+        known = _labelled(truth, setup.unlabeled_category)
+        probabilities = knn_label_probabilities(
+            reference_model.get_latent_representation()[known_ref],
+            reference_labels[known_ref],
+            mapped[known],
+        )
+        result["label_agreement"] = _headline(label_metrics(truth[known], probabilities)[0])
+        if spec.model_class == "SCANVI":
+            predicted = query_model.predict(soft=True)
+            result["classifier"] = _headline(label_metrics(truth[known], predicted[known])[0])
+            if planted is not None:
+                result["classifier_vs_truth"] = _headline(label_metrics(planted, predicted)[0])
+    result["seconds"] = {
+        "reference_training": reference_summary["seconds"],
+        "query_mapping": round(mapping_seconds, 3),
+        "total": round(time.perf_counter() - started, 3),
+    }
+    return result
+
+
+def _headline(summary: dict) -> dict:
+    return {k: summary[k] for k in ("n_cells", "accuracy", "macro_f1", "ece")}
+
+
+def skipped(reason: str) -> dict:
+    """query_check.json of a check that did not run, and why."""
+    return {"ran": False, "skipped_reason": reason}
