@@ -37,6 +37,9 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             integration=(
                 json.loads(Path(inputs.integration).read_text()) if inputs.integration else None
             ),
+            query_check=(
+                json.loads(Path(inputs.query_check).read_text()) if inputs.query_check else None
+            ),
         )
     )
     meta = metadata(saved.model_class, found, settings.card.training_data_url)

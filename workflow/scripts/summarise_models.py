@@ -16,6 +16,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
     # results/{model}/<step>/<file>: the model is the folder two levels up
     transfers = {Path(p).parts[-3]: read(p) for p in inputs.label_transfer}
     integrations = {Path(p).parts[-3]: read(p) for p in inputs.integration}
+    queries = {Path(p).parts[-3]: read(p) for p in inputs.query_check}
     rows = [
         summary_row(
             name := Path(t).parts[-3],
@@ -24,6 +25,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             read(d),
             transfers.get(name),
             integrations.get(name),
+            queries.get(name),
         )
         for t, c, d in zip(inputs.training, inputs.cv, inputs.de, strict=True)
     ]

@@ -106,6 +106,8 @@ class CardInputs:
     label_transfer: dict | None = None
     # models with a batch key: integration.json of the integration rule
     integration: dict | None = None
+    # models with a batch key: query_check.json of the query_check rule
+    query_check: dict | None = None
 
 
 def _fmt(value) -> str:
@@ -281,6 +283,50 @@ def _integration_section(integration: dict | None) -> list[str]:
     ]
 
 
+def _query_section(qc: dict | None, batch_key: str | None) -> list[str]:
+    """The query mapping check: how the held-out batch maps onto a reference without it."""
+    title = "Query mapping"
+    if batch_key is None:
+        return [title, "Not computed: the model has no batch key (model.setup.batch_key), so "
+                "there is no batch to hold out and map."]  # fmt: skip
+    if qc is None:
+        return [title, "Not computed: criticism.query_check is false."]
+    if not qc.get("ran"):
+        return [title, f"Not computed: {qc['skipped_reason']}."]
+    phases = ", then ".join(
+        f"{p['epochs']} epochs of {p['model_class']}" for p in qc["reference_phases"]
+    )
+    text = (
+        f"To check how the model maps new data (scArches), batch {qc['query_batch']} "
+        f"({qc['n_query_cells']} cells of {batch_key}) was held out, a reference was trained "
+        f"with this model's settings on the other {qc['n_reference_cells']} cells ({phases}, "
+        f"seed {qc['seed']}), and the held-out batch was mapped onto it with "
+        f"`load_query_data` and {qc['query_epochs']} epochs of fine-tuning. Its mapped latent "
+        f"keeps {_fmt(qc['knn_overlap'])} of each cell's {qc['n_neighbours']} nearest "
+        f"neighbours in this model's latent (chance: {_fmt(qc['knn_overlap_chance'])})."
+    )
+    agreement = qc.get("label_agreement")
+    if agreement:
+        text += (
+            f" Labels transferred from the reference cells by their {qc['n_neighbours']} "
+            f"nearest neighbours match the {agreement['n_cells']} labelled query cells with "
+            f"accuracy {_fmt(agreement['accuracy'])}, macro-F1 {_fmt(agreement['macro_f1'])}."
+        )
+    classifier = qc.get("classifier")
+    if classifier:
+        text += (
+            " The classifier's labels of the mapped batch (its labels hidden during mapping): "
+            f"accuracy {_fmt(classifier['accuracy'])}, macro-F1 {_fmt(classifier['macro_f1'])}."
+        )
+    truth = qc.get("classifier_vs_truth")
+    if truth:
+        text += (
+            f" Against the labels planted by the simulation, on all {truth['n_cells']} query "
+            f"cells: accuracy {_fmt(truth['accuracy'])}."
+        )
+    return [title, text]
+
+
 def _json_block(data: dict) -> str:
     return "```json\n" + json.dumps(data, indent=2) + "\n```"
 
@@ -361,6 +407,7 @@ def render_card(inputs: CardInputs) -> str:
         _de_table(de),
         *_integration_section(inputs.integration),
         *_label_transfer_section(inputs.label_transfer, saved.model_class),
+        *_query_section(inputs.query_check, s.setup.batch_key),
         "# Model Properties",
         "We provide here key parameters used to setup and train the model.",
         "Model Parameters",

@@ -17,6 +17,8 @@ COLUMNS = (
     "label_ece_validation",
     "integration_total",
     "integration_total_pca",
+    "query_knn_overlap",
+    "query_label_accuracy",
 )
 
 
@@ -27,12 +29,16 @@ def summary_row(
     de: dict,
     label_transfer: dict | None = None,
     integration: dict | None = None,
+    query_check: dict | None = None,
 ) -> dict:
     """One model's headline metrics, from its summary.json, cv.json, de.json, (SCANVI)
-    label_transfer.json and (with a batch key) integration.json; a metric the model does not
-    have is None (n/a)."""
+    label_transfer.json and (with a batch key) integration.json and query_check.json; a metric
+    the model does not have, or a check that was skipped, is None (n/a)."""
     aucs = [g["roc_auc"] for g in de["groups"] if g.get("roc_auc") is not None]
     labels = label_transfer or {}
+    query = query_check if query_check and query_check.get("ran") else {}
+    # SCANVI: its classifier on the mapped batch; otherwise kNN transfer from the reference
+    query_labels = query.get("classifier") or query.get("label_agreement") or {}
     return {
         "model": name,
         "class": training["model_class"],
@@ -47,6 +53,8 @@ def summary_row(
         # scib-metrics' aggregate of the latent space, and of the PCA baseline on the same cells
         "integration_total": integration["total"]["total"] if integration else None,
         "integration_total_pca": integration["total_pca"]["total"] if integration else None,
+        "query_knn_overlap": query.get("knn_overlap"),
+        "query_label_accuracy": query_labels.get("accuracy"),
     }
 
 
