@@ -86,6 +86,9 @@ def test_the_summary_table_lists_every_model(tiny_run, report_zip):
     for column in ("integration_total", "integration_total_pca"):
         assert table[column].isna().tolist() == [False, True]
         assert 0 < table[column].iloc[0] < 1
+    # the query check runs for the model with a batch key only
+    assert table["query_knn_overlap"].isna().tolist() == [False, True]
+    assert table["query_label_accuracy"].isna().tolist() == [False, True]
     results = report_results(report_zip.read("report/report.html").decode())
     assert "results/models.tsv" in results
 
@@ -157,3 +160,16 @@ def test_label_transfer_from_the_published_model(tiny_run):
     summary = json.loads(transfer.read_text())
     assert summary["cells"] == "validation" and summary["n_cells"] > 0
     assert 0 <= summary["accuracy"] <= 1 and summary["unlabelled_vs_truth"]["n_cells"] > 0
+
+
+def test_the_query_check_maps_a_held_out_batch_and_the_cards_say_so(tiny_run):
+    result = json.loads((tiny_run / "results/tiny-scanvi/criticism/query_check.json").read_text())
+    assert result["ran"] and result["query_batch"].startswith("batch_")
+    assert result["n_query_cells"] + result["n_reference_cells"] == 600
+    assert result["knn_overlap_chance"] < result["knn_overlap"] <= 1
+    assert 0 <= result["classifier"]["accuracy"] <= 1
+    assert not (tiny_run / "results/tiny-scvi/criticism/query_check.json").exists()
+    scanvi = (tiny_run / "results/tiny-scanvi/card/README.md").read_text()
+    assert f"batch {result['query_batch']} ({result['n_query_cells']} cells" in scanvi
+    scvi = (tiny_run / "results/tiny-scvi/card/README.md").read_text()
+    assert "Query mapping\nNot computed: the model has no batch key" in scvi
