@@ -190,7 +190,7 @@ def test_the_card_says_how_the_batch_mapped_or_why_not():
 
     title, text = _query_section(_checked(), "batch")
     assert title == "Query mapping"
-    assert "batch_1 (490 cells of batch)" in text and "40 epochs of SCVI" in text
+    assert "batch batch_1 of batch (490 cells)" in text and "40 epochs of SCVI" in text
     assert "keeps 0.27 of each cell's 15 nearest" in text and "chance: 0.03" in text
     assert "accuracy 0.99" in text and "accuracy 0.97" in text
     assert "no batch key" in _query_section(None, None)[1]

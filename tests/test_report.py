@@ -170,6 +170,6 @@ def test_the_query_check_maps_a_held_out_batch_and_the_cards_say_so(tiny_run):
     assert 0 <= result["classifier"]["accuracy"] <= 1
     assert not (tiny_run / "results/tiny-scvi/criticism/query_check.json").exists()
     scanvi = (tiny_run / "results/tiny-scanvi/card/README.md").read_text()
-    assert f"batch {result['query_batch']} ({result['n_query_cells']} cells" in scanvi
+    assert f"batch {result['query_batch']} of batch ({result['n_query_cells']} cells)" in scanvi
     scvi = (tiny_run / "results/tiny-scvi/card/README.md").read_text()
     assert "Query mapping\nNot computed: the model has no batch key" in scvi

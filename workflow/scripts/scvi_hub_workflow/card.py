@@ -297,8 +297,8 @@ def _query_section(qc: dict | None, batch_key: str | None) -> list[str]:
         f"{p['epochs']} epochs of {p['model_class']}" for p in qc["reference_phases"]
     )
     text = (
-        f"To check how the model maps new data (scArches), batch {qc['query_batch']} "
-        f"({qc['n_query_cells']} cells of {batch_key}) was held out, a reference was trained "
+        f"To check how the model maps new data (scArches), the batch {qc['query_batch']} "
+        f"of {batch_key} ({qc['n_query_cells']} cells) was held out, a reference was trained "
         f"with this model's settings on the other {qc['n_reference_cells']} cells ({phases}, "
         f"seed {qc['seed']}), and the held-out batch was mapped onto it with "
         f"`load_query_data` and {qc['query_epochs']} epochs of fine-tuning. Its mapped latent "
