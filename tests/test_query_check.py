@@ -205,10 +205,10 @@ def test_models_tsv_has_the_query_columns():
     training = {"model_class": "SCANVI", "n_cells": {"train": 10}, "epochs": 1}
     cv = {"cell_wise": {"validation": {"pearson": 0.5}}, "gene_wise": {"all": {"pearson": 0.9}}}
     de = {"groups": []}
-    row = summary_row("m", training, cv, de, None, _checked())
+    row = summary_row("m", training, cv, de, query_check=_checked())
     assert set(row) == set(COLUMNS)
     assert row["query_knn_overlap"] == 0.27 and row["query_label_accuracy"] == 0.97
-    scvi = summary_row("m", training, cv, de, None, _checked(classifier=None))
+    scvi = summary_row("m", training, cv, de, query_check=_checked(classifier=None))
     assert scvi["query_label_accuracy"] == 0.99  # kNN transfer when there is no classifier
-    skipped = summary_row("m", training, cv, de, None, {"ran": False, "skipped_reason": "x"})
+    skipped = summary_row("m", training, cv, de, query_check={"ran": False, "skipped_reason": "x"})
     assert skipped["query_knn_overlap"] is None and skipped["query_label_accuracy"] is None
