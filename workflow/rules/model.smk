@@ -16,6 +16,9 @@ rule train:
         "logs/{model}/train.log",
     benchmark:
         "results/{model}/resource_usage/train.tsv"
+    # Every model's training first: it needs all cores, and the report jobs of a model that is
+    # already trained (query check included) would otherwise hold one and make it wait.
+    priority: 10
     conda:
         "../../envs/scvi.yaml"
     threads: 4
