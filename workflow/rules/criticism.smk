@@ -79,10 +79,10 @@ rule query_check:
         "results/{model}/resource_usage/query_check.tsv"
     conda:
         "../../envs/scvi.yaml"
-    # It trains a model, like the train rule, but its card waits for it: on a small model one
-    # thread lets it run beside the other report jobs (the default run on 2 cores: 3 min 11 s
-    # with 2 threads, when it held both cores; more threads gain little on 1,500 cells).
-    threads: lambda wc, input: 1 if input.size_mb < 100 else 4
+    # It trains a model, like the train rule, but its card waits for it: one thread lets it run
+    # beside the other report jobs (the default run on 2 cores: 3 min 11 s with 2 threads, when
+    # it held both cores). A thread count from the input size breaks `snakemake --report`.
+    threads: 1
     resources:
         gpu=gpu_request,
         mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
