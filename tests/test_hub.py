@@ -1,4 +1,4 @@
-"""The hub folder: exactly the scvi-hub files, linked (or copied) in place, strays removed."""
+"""The hub folder: exactly the scvi-hub files, the model's linked (or copied), strays removed."""
 
 from __future__ import annotations
 
@@ -61,3 +61,20 @@ def test_copies_when_hard_links_fail(tmp_path, monkeypatch):
     assert assemble_hub_folder(found, out) == sorted(HUB_FILES)
     assert (out / MODEL_FILE).read_bytes() == b"weights"
     assert os.stat(out / MODEL_FILE).st_ino != os.stat(found[MODEL_FILE]).st_ino
+
+
+def test_touching_the_hub_files_leaves_the_card_inputs_untouched(tmp_path):
+    """Snakemake touches a job's outputs, then refuses any output older than the newest input.
+    A hub file hard-linked to the card would make the card (an input) newer than the hub files
+    touched before it: the card and metadata are copies."""
+    found = sources(tmp_path)
+    out = tmp_path / "hub"
+    assemble_hub_folder(found, out)
+    before = {name: os.stat(found[name]).st_mtime_ns for name in (CARD_FILE, METADATA_FILE)}
+    for i, name in enumerate(HUB_FILES):
+        stamp = 2_000_000_000 + i  # one second apart: as if the touches straddled clock ticks
+        os.utime(out / name, (stamp, stamp))
+    after = {name: os.stat(found[name]).st_mtime_ns for name in (CARD_FILE, METADATA_FILE)}
+    assert after == before
+    newest_input = max(os.stat(p).st_mtime for p in [found[CARD_FILE], found[METADATA_FILE]])
+    assert min(os.stat(out / name).st_mtime for name in HUB_FILES) >= newest_input

@@ -221,6 +221,7 @@ def test_card_section_says_source_cells_seed_and_baseline():
     assert "the labels in 'cell_type' (150 unlabelled cells left out)" in card
     assert "0.71 for the model, 0.52 for the PCA" in card
     assert "| BRAS | 0.90 | 0.30 |" in card
+    assert "| **Total** (aggregate) | 0.71 | 0.52 |" in card
     assert card.index("Integration") < card.index("# Model Properties")
     clusters = card_inputs()
     clusters.integration = SUMMARY | {"label_source": "clusters", "labels_key": "leiden"}

@@ -263,8 +263,14 @@ def _integration_section(integration: dict | None) -> list[str]:
         if i["subsampled"]
         else f"all {i['n_cells']} {'labelled ' if i['label_source'] == 'labels' else ''}cells"
     )
+    aggregates = {
+        "bio_conservation": "**Bio conservation** (aggregate)",
+        "batch_correction": "**Batch correction** (aggregate)",
+        "total": "**Total** (aggregate)",
+    }
     rows = "\n".join(
-        f"| {metric} | {_fmt(value)} | {_fmt(i['metrics']['pca'].get(metric))} |"
+        f"| {aggregates.get(metric, metric)} | {_fmt(value)} | "
+        f"{_fmt(i['metrics']['pca'].get(metric))} |"
         for metric, value in i["metrics"]["model"].items()
     )
     return [

@@ -9,16 +9,26 @@ from pathlib import Path
 from .layout import CARD_FILE, DATA_FILE, HUB_FILES, METADATA_FILE, MODEL_FILE
 from .rule_io import atomic_path
 
+# Hard-linked, so multi-GB AnnData take no space twice; they live in the model folder, an input
+# whose mtime (the folder's own) Snakemake's post-job touch of the links does not change. The
+# card and metadata are copied: touching a link to them would make the input card newer than
+# the hub files touched before it, which Snakemake refuses as clock skew ("Output ... has older
+# modification time than input"; seen when the touches straddled a clock tick).
+LINKED_FILES = (MODEL_FILE, DATA_FILE)
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Place `source` at `target` atomically: a hard link (no space for multi-GB AnnData),
-    or a copy across devices, under a temporary name first."""
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    """Place `source` at `target` atomically (under a temporary name first): a hard link when
+    `link` and the file system allows it, else a copy."""
     with atomic_path(target) as tmp:
         tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copy2(source, tmp)
+        if link:
+            try:
+                os.link(source, tmp)
+                return
+            except OSError:
+                pass  # another device: copy
+        shutil.copy2(source, tmp)
 
 
 def hub_sources(model_dir: str | Path, card_path: str | Path, metadata_path: str | Path) -> dict:
@@ -42,5 +52,5 @@ def assemble_hub_folder(sources: dict[str, Path], out_dir: str | Path) -> list[s
         if stray.name not in HUB_FILES and stray.is_file():
             stray.unlink()
     for name in HUB_FILES:
-        _link_or_copy(sources[name], out_dir / name)
+        _place(sources[name], out_dir / name, link=name in LINKED_FILES)
     return sorted(p.name for p in out_dir.iterdir())
