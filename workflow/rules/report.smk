@@ -117,7 +117,9 @@ rule integration:
         "results/{model}/resource_usage/integration.tsv"
     conda:
         "../../envs/integration.yaml"
-    threads: 2
+    # Mostly jax compiling, one core's work (14.7 s CPU in 31.5 s wall on the default model):
+    # one thread lets it run beside the figures instead of holding both cores of a small machine.
+    threads: 1
     resources:
         mem_mb=4000,
     params:
