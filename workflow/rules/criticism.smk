@@ -77,15 +77,15 @@ rule query_check:
         "logs/{model}/query_check.log",
     benchmark:
         "results/{model}/resource_usage/query_check.tsv"
+    # After the posterior predictive checks: started first, its one thread kept their two
+    # waiting (the default run on 2 cores idled a core for 27 s).
+    priority: -10
     conda:
         "../../envs/scvi.yaml"
     # It trains a model, like the train rule, but its card waits for it: one thread lets it run
     # beside the other report jobs (the default run on 2 cores: 3 min 11 s with 2 threads, when
     # it held both cores). A thread count from the input size breaks `snakemake --report`.
     threads: 1
-    # After the posterior predictive checks: started first, its one thread kept their two
-    # waiting (the default run on 2 cores idled a core for 27 s).
-    priority: -10
     resources:
         gpu=gpu_request,
         mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
