@@ -20,9 +20,9 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from measure import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "integration"
@@ -92,14 +92,8 @@ def main() -> None:
         # a larger cap than the labelled cells measures the same run again
         caps = sorted({min(cap, n_cells) for cap in args.max_cells})
         for cap in caps:
-            out = subprocess.run(
-                [sys.executable, "-c", _MEASURE, __file__, str(directory), str(cap)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            lines = out.stdout.strip().splitlines()
-            row = {"size": size, "max_cells": cap} | json.loads(lines[-2]) | json.loads(lines[-1])
+            last_line, measurement = measured(__file__, str(directory), str(cap))
+            row = {"size": size, "max_cells": cap} | json.loads(last_line) | measurement
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"\n{datetime.date.today()}, {os.cpu_count()} CPUs\n")
@@ -115,21 +109,6 @@ def main() -> None:
             f"| {r['load_average']:.1f} |"
         )
 
-
-# Runs the step in a child of a fresh interpreter; prints its output, then time and peak RSS.
-_MEASURE = """
-import json, resource, subprocess, sys, time, os
-script, directory, cap = sys.argv[1:]
-started = time.perf_counter()
-out = subprocess.run([sys.executable, script, "--worker", directory, cap], check=True,
-                     timeout=1800, capture_output=True, text=True)
-print(out.stdout.strip().splitlines()[-1])
-print(json.dumps({
-    "seconds": round(time.perf_counter() - started, 1),
-    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-    "load_average": os.getloadavg()[0],
-}))
-"""
 
 if __name__ == "__main__":
     main()

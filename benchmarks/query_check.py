@@ -22,9 +22,9 @@ import dataclasses
 import datetime
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from measure import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "query_check"
@@ -99,13 +99,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         directory = prepare(size, args.epochs)
-        # a fresh parent, so RUSAGE_CHILDREN's peak is this step's alone
-        out = subprocess.run(
-            [sys.executable, "-c", _MEASURE, __file__, size, str(args.epochs), str(directory)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+        _, measurement = measured(__file__, size, str(args.epochs), str(directory), timeout=3600)
         result = json.loads((directory / "query_check.json").read_text())
         seconds = result["seconds"]
         row = {
@@ -115,7 +109,7 @@ def main() -> None:
             "query_epochs": result["query_epochs"],
             "query_s": seconds["query_mapping"],
             "knn_overlap": round(result["knn_overlap"], 3),
-        } | json.loads(out.stdout.strip().splitlines()[-1])
+        } | measurement
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"\n{datetime.date.today()}, {os.cpu_count()} CPUs\n")
@@ -134,20 +128,6 @@ def main() -> None:
             f"| {r['load_average']:.1f} |"
         )
 
-
-# Runs the step in a child of a fresh interpreter and prints its time and peak RSS as JSON.
-_MEASURE = """
-import json, resource, subprocess, sys, time, os
-script, size, epochs, directory = sys.argv[1:]
-started = time.perf_counter()
-subprocess.run([sys.executable, script, "--worker", size, epochs, directory], check=True,
-               timeout=3600)
-print(json.dumps({
-    "seconds": round(time.perf_counter() - started, 1),
-    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-    "load_average": os.getloadavg()[0],
-}))
-"""
 
 if __name__ == "__main__":
     main()

@@ -20,9 +20,9 @@ import dataclasses
 import datetime
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from measure import measured
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "report"
@@ -131,14 +131,8 @@ def main() -> None:
     for size in args.sizes:
         directory = prepare(size)
         for step in WORKERS:
-            # a fresh parent per step, so RUSAGE_CHILDREN's peak is this step's alone
-            out = subprocess.run(
-                [sys.executable, "-c", _MEASURE, __file__, step, str(directory)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            row = {"size": size, "step": step} | json.loads(out.stdout.strip().splitlines()[-1])
+            _, measurement = measured(__file__, step, str(directory))
+            row = {"size": size, "step": step} | measurement
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"\n{datetime.date.today()}, {os.cpu_count()} CPUs\n")
@@ -150,19 +144,6 @@ def main() -> None:
             f"| {r['load_average']:.1f} |"
         )
 
-
-# Runs one step in a child of a fresh interpreter and prints its time and peak RSS as JSON.
-_MEASURE = """
-import json, resource, subprocess, sys, time, os
-script, step, directory = sys.argv[1:]
-started = time.perf_counter()
-subprocess.run([sys.executable, script, "--worker", step, directory], check=True, timeout=1800)
-print(json.dumps({
-    "seconds": round(time.perf_counter() - started, 1),
-    "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 2),
-    "load_average": os.getloadavg()[0],
-}))
-"""
 
 if __name__ == "__main__":
     main()
