@@ -5,9 +5,9 @@ rule card:
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
         dataset="results/{model}/dataset.json",
-        label_transfer=label_transfer_of,
-        integration=integration_of,
-        query_check=query_check_of,
+        label_transfer=only_for(SCANVI_MODELS, "results/{model}/criticism/label_transfer.json"),
+        integration=only_for(BATCH_MODELS, "results/{model}/criticism/integration.json"),
+        query_check=only_for(QUERY_CHECK_MODELS, "results/{model}/criticism/query_check.json"),
     output:
         card=report(
             "results/{model}/card/README.md",

@@ -126,22 +126,8 @@ def gpu_request(wildcards):
 SCANVI_MODELS = [name for name, s in MODELS.items() if s.model.model_class == "SCANVI"]
 
 
-def label_transfer_of(wildcards):
-    """The card's label-transfer input: SCANVI models only."""
-    if wildcards.model in SCANVI_MODELS:
-        return f"results/{wildcards.model}/criticism/label_transfer.json"
-    return []
-
-
 # Models set up with a batch key: the integration rule and the card's section run for them.
 BATCH_MODELS = [name for name, s in MODELS.items() if s.model.setup.batch_key]
-
-
-def integration_of(wildcards):
-    """The card's integration input: models with a batch key only."""
-    if wildcards.model in BATCH_MODELS:
-        return f"results/{wildcards.model}/criticism/integration.json"
-    return []
 
 
 def integration_inputs(wildcards):
@@ -166,11 +152,14 @@ QUERY_CHECK_MODELS = [
 ]
 
 
-def query_check_of(wildcards):
-    """The card's query-mapping input: models with a batch key only."""
-    if wildcards.model in QUERY_CHECK_MODELS:
-        return f"results/{wildcards.model}/criticism/query_check.json"
-    return []
+def only_for(models, path):
+    """Input function: `path` (with {model}) for the models in `models`, no file for the
+    others (the card's optional sections: label transfer, integration, query mapping)."""
+
+    def input_of(wildcards):
+        return path.format(model=wildcards.model) if wildcards.model in models else []
+
+    return input_of
 
 
 def report_files(wildcards):
