@@ -169,7 +169,7 @@ def run_query_check(
     means, indexed by cell). Returns query_check.json's content."""
     import anndata as ad
 
-    from .training import _train_kwargs, train_model
+    from .training import train_kwargs, train_model
 
     started = time.perf_counter()
     spec, train, criticism = settings.model, settings.train, settings.criticism
@@ -200,7 +200,7 @@ def run_query_check(
         _hide_labels(query.obs, labels_key, setup.unlabeled_category)
     model_cls.prepare_query_anndata(query, reference_model)
     query_model = model_cls.load_query_data(query, reference_model, accelerator=accelerator)
-    kwargs = _train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
+    kwargs = train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
     # scArches: no weight decay, so the frozen reference weights stay exactly as trained
     kwargs["plan_kwargs"] = {**kwargs["plan_kwargs"], "weight_decay": 0.0}
     mapping_started = time.perf_counter()

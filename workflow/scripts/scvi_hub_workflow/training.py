@@ -56,9 +56,10 @@ def model_kwargs(params: dict, model_class: str) -> dict:
     return kwargs
 
 
-def _train_kwargs(
+def train_kwargs(
     train: TrainSettings, accelerator: str, max_epochs: int | None, phase: str
 ) -> dict:
+    """`model.train` arguments of one phase (training's phases, the query check's fine-tune)."""
     from .progress import ProgressLog
 
     kwargs = {
@@ -124,7 +125,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         pretrained = scvi.model.SCVI(adata, **scvi_params)
         log.info("pre-training SCVI: %s", pretrained)
         pretrained.train(
-            **_train_kwargs(train, accelerator, train.scvi_max_epochs, "SCVI pre-training")
+            **train_kwargs(train, accelerator, train.scvi_max_epochs, "SCVI pre-training")
         )
         histories.append(history_table(pretrained.history, "scvi"))
         phases.append(phase_summary("scvi", "SCVI", pretrained.history))
@@ -142,7 +143,7 @@ def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | N
         model = model_cls(adata, **params)
 
     log.info("training %s on %s: %s", model_class, accelerator, model)
-    kwargs = _train_kwargs(train, accelerator, train.max_epochs, model_class)
+    kwargs = train_kwargs(train, accelerator, train.max_epochs, model_class)
     if model_class == "SCANVI":
         kwargs["n_samples_per_label"] = train.n_samples_per_label
     model.train(**kwargs)
