@@ -42,13 +42,12 @@ def settings_for(size: str, epochs: int):
     models = config_model.resolve(config, ROOT)
     settings = config_model.step_settings(models["simulated-scanvi"], "query_check")
     train = dataclasses.replace(settings.train, accelerator="cpu")
-    criticism = settings.criticism
-    if size != DEFAULT_SIZE:
-        train = dataclasses.replace(
-            train, scvi_max_epochs=epochs, max_epochs=epochs, early_stopping=False
-        )
-        criticism = dataclasses.replace(criticism, query_epochs=epochs)
-    return dataclasses.replace(settings, train=train, criticism=criticism)
+    if size == DEFAULT_SIZE:
+        return dataclasses.replace(settings, train=train)
+    train = dataclasses.replace(
+        train, scvi_max_epochs=epochs, max_epochs=epochs, early_stopping=False
+    )
+    return dataclasses.replace(settings, train=train, query_epochs=epochs)
 
 
 def prepare(size: str, epochs: int) -> Path:

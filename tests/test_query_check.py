@@ -87,11 +87,27 @@ def test_query_settings_come_from_the_criticism_section():
         }
     }
     step = config_model.step_settings(config_model.resolve(config)["m"], "query_check")
-    assert step.criticism.query_batch == "batch_1" and step.criticism.query_check is True
+    assert step.query_batch == "batch_1" and step.query_check is True
     assert config_model.from_text(config_model.to_text(step)) == step
     config["models"]["m"]["criticism"] = {"query_check": "sometimes"}
     with pytest.raises(config_model.ConfigError, match="criticism.query_check"):
         config_model.resolve(config)
+
+
+def test_other_criticism_keys_do_not_rerun_the_query_check():
+    """The check retrains a reference: only its own keys are in its params."""
+    entry = {
+        "dataset": {"source": "builtin:simulated-atlas"},
+        "model": {"class": "SCVI", "setup": {"batch_key": "batch"}},
+    }
+
+    def params(criticism):
+        config = {"models": {"m": entry | {"criticism": criticism}}}
+        step = config_model.step_settings(config_model.resolve(config)["m"], "query_check")
+        return config_model.to_text(step)
+
+    assert params({"alpha": 0.01, "n_samples": 5, "integration_max_cells": 100}) == params({})
+    assert params({"query_epochs": 7}) != params({})
 
 
 # Measured (2026-12-01, 2 CPU cores, run_query_check as below with the atlas seed and train.seed

@@ -11,9 +11,8 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
 
     inputs = snakemake.input  # noqa: F821
     settings = from_text(snakemake.params.settings)  # noqa: F821
-    criticism = settings.criticism
     n_cells = json.loads(Path(inputs.dataset).read_text())["n_cells"]
-    run, reason = should_run(criticism.query_check, n_cells, criticism.query_check_max_cells)
+    run, reason = should_run(settings.query_check, n_cells, settings.query_check_max_cells)
     if run:
         import torch
         from scvi_hub_workflow.query_check import run_query_check

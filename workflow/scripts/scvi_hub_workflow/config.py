@@ -245,7 +245,8 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class CriticismSettings:
-    """`criticism:` the posterior predictive check and the query mapping check."""
+    """`criticism:` the posterior predictive check, the integration metrics and the query
+    mapping check."""
 
     n_samples: int
     batch_size: int
@@ -368,16 +369,29 @@ class IntegrationStep:
 
 @dataclass(frozen=True)
 class QueryCheckStep:
-    """The query mapping check: trains a reference with the model's own recipe."""
+    """The query mapping check: trains a reference with the model's own recipe. Only the
+    `criticism.query_*` keys: another criticism key must not retrain the reference."""
 
     name: str
     model: ModelSpec
     train: TrainSettings
-    criticism: CriticismSettings
+    query_check: str | bool  # criticism.query_check: "auto", true or false
+    query_batch: str | None
+    query_epochs: int
+    query_check_max_cells: int
 
     @classmethod
     def of(cls, s: ModelSettings) -> QueryCheckStep:
-        return cls(s.name, s.model, s.train, s.criticism)
+        c = s.criticism
+        return cls(
+            s.name,
+            s.model,
+            s.train,
+            c.query_check,
+            c.query_batch,
+            c.query_epochs,
+            c.query_check_max_cells,
+        )
 
 
 @dataclass(frozen=True)

@@ -172,13 +172,13 @@ def run_query_check(
     from .training import train_kwargs, train_model
 
     started = time.perf_counter()
-    spec, train, criticism = settings.model, settings.train, settings.criticism
+    spec, train = settings.model, settings.train
     setup = spec.setup
     batch_key, labels_key = setup.batch_key, setup.labels_key
     # backed: only the two slices are ever in memory, together as large as the training data
     backed = ad.read_h5ad(data_path, backed="r")
     obs = backed.obs
-    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key)
+    batch = choose_query_batch(obs[batch_key], settings.query_batch, batch_key)
     is_query = (obs[batch_key].astype(str) == batch).to_numpy()
     reference = backed[~is_query].to_memory()
     query = backed[is_query].to_memory()
@@ -200,7 +200,7 @@ def run_query_check(
         _hide_labels(query.obs, labels_key, setup.unlabeled_category)
     model_cls.prepare_query_anndata(query, reference_model)
     query_model = model_cls.load_query_data(query, reference_model, accelerator=accelerator)
-    kwargs = train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
+    kwargs = train_kwargs(train, accelerator, settings.query_epochs, "query mapping")
     # scArches: no weight decay, so the frozen reference weights stay exactly as trained
     kwargs["plan_kwargs"] = {**kwargs["plan_kwargs"], "weight_decay": 0.0}
     mapping_started = time.perf_counter()
