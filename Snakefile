@@ -39,4 +39,4 @@ rule all:
     default_target: True
     input:
         expand("results/{model}/publish.json", model=MODELS),
-        report_files,
+        get_report_files,

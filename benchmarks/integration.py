@@ -1,7 +1,7 @@
 """Benchmark: the integration step (scib-metrics, model vs PCA) at the default size and 27k x 3k.
 
 For each size (cells x genes x cell types) it simulates the built-in labelled atlas
-(``datasets.simulated_atlas``, 3 batches, 10% unlabelled), writes its counts as the HVG file
+(``builtin_datasets.simulated_atlas``, 3 batches, 10% unlabelled), writes its counts as the HVG file
 and a model data file whose latent means are a synthetic 20-dimensional embedding (cell-type
 centres plus a batch shift plus noise; cached under benchmarks/results/integration/). No model
 is trained: the step's cost depends on the numbers of cells, genes, latent dimensions, labels
@@ -38,7 +38,7 @@ def prepare(size: str) -> Path:
         return out
     import anndata as ad
     import numpy as np
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
     n_cells, n_genes, n_types = (int(n) for n in size.split("x"))
     out.mkdir(parents=True, exist_ok=True)
@@ -57,21 +57,18 @@ def prepare(size: str) -> Path:
 
 def worker(directory: Path, max_cells: int) -> None:
     from scvi_hub_workflow import figures
+    from scvi_hub_workflow.config import model_settings
     from scvi_hub_workflow.integration import integrate
 
-    summary, table = integrate(
-        directory / "model.h5ad",
-        directory / "hvg.h5ad",
-        latent_key="scanvi_latent_qzm",
-        batch_key="batch",
-        labels=None,
-        labels_key="cell_type",
-        unlabeled_category="unknown",
-        layer=None,
-        max_cells=max_cells,
-        seed=SEED,
-        n_jobs=2,
-    )
+    setup = {"batch_key": "batch", "labels_key": "cell_type", "unlabeled_category": "unknown"}
+    entry = {
+        "dataset": {"source": "builtin:simulated-atlas"},
+        "model": {"class": "SCANVI", "setup": setup},
+        "criticism": {"integration_max_cells": max_cells},
+        "train": {"seed": SEED},
+    }
+    settings = model_settings({"models": {"m": entry}}, "m")
+    summary, table = integrate(directory / "model.h5ad", directory / "hvg.h5ad", settings, n_jobs=2)
     figures.save_png(figures.integration_scores(table, summary), directory / "integration.png")
     print(json.dumps({"n_cells": summary["n_cells"], "seconds_in_step": summary["seconds"]}))
 

@@ -1,10 +1,10 @@
 """Benchmark: the query mapping check (rule query_check) at the default size and at 27k x 3k.
 
 For each size (cells x genes) it simulates the built-in labelled atlas
-(``datasets.simulated_atlas``, 3 batches) as the step's hvg.h5ad, trains the full model once for
-the comparison (cached under benchmarks/results/query_check/), then runs the step as its rule
-script does, in a fresh interpreter, and prints a table of wall time (with interpreter start and
-imports, as a job pays them), peak RSS, and the epochs and seconds of the reference training and
+(``builtin_datasets.simulated_atlas``, 3 batches) as the step's hvg.h5ad, trains the full model
+once for the comparison (cached under benchmarks/results/query_check/), then runs the step as its
+rule script does, in a fresh interpreter, and prints a table of wall time (with interpreter start
+and imports, as a job pays them), peak RSS, and the epochs and seconds of the reference training and
 of the query's fine-tune, so the cost per epoch (and of a full recipe) can be computed.
 
 Settings: the default config's simulated-scanvi model (SCANVI from SCVI). At 1500x400 its own
@@ -18,7 +18,6 @@ epochs (40 SCVI + 10 SCANVI, query_epochs 50); at 27000x3000 ``--epochs`` per ph
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -40,14 +39,13 @@ def settings_for(size: str, epochs: int):
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     models = config_model.resolve(config, ROOT)
-    settings = config_model.step_settings(models["simulated-scanvi"], "query_check")
-    train = dataclasses.replace(settings.train, accelerator="cpu")
+    settings = models["simulated-scanvi"]
+    train = settings.train.replace(accelerator="cpu")
     if size == DEFAULT_SIZE:
-        return dataclasses.replace(settings, train=train)
-    train = dataclasses.replace(
-        train, scvi_max_epochs=epochs, max_epochs=epochs, early_stopping=False
-    )
-    return dataclasses.replace(settings, train=train, query_epochs=epochs)
+        return settings.replace(train=train)
+    train = train.replace(scvi_max_epochs=epochs, max_epochs=epochs, early_stopping=False)
+    criticism = settings.criticism.replace(query_epochs=epochs)
+    return settings.replace(train=train, criticism=criticism)
 
 
 def prepare(size: str, epochs: int) -> Path:
@@ -56,18 +54,15 @@ def prepare(size: str, epochs: int) -> Path:
     if (out / "latent.tsv").exists():
         return out
     import pandas as pd
-    from scvi_hub_workflow import config as config_model
     from scvi_hub_workflow import training
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
     n_cells, n_genes = (int(n) for n in size.split("x"))
     out.mkdir(parents=True, exist_ok=True)
     adata = simulated_atlas(n_cells=n_cells, n_genes=n_genes, seed=SEED)
     adata.write_h5ad(out / "hvg.h5ad")
     s = settings_for(size, epochs)
-    model, _, _ = training.train_model(
-        adata, config_model.TrainStep(s.name, s.model, s.train), cuda_available=False
-    )
+    model, _, _ = training.train_model(adata, s, cuda_available=False)
     latent = pd.DataFrame(model.get_latent_representation(), index=adata.obs_names)
     latent.to_csv(out / "latent.tsv", sep="\t")
     return out

@@ -1,10 +1,10 @@
 """Benchmark: the report's steps (figures, label_transfer) at the default size and at 27k x 3k.
 
 For each size (cells x genes) it simulates the built-in labelled atlas
-(``datasets.simulated_atlas``), trains a small SCANVI from SCVI (one epoch each: the benchmark
-measures the report's steps, not the model; cached under benchmarks/results/report/), minifies
-it, then runs each step as its rule script does, in its own subprocess, and prints a table of
-wall time (with interpreter start and imports, as a job pays them) and peak RSS.
+(``builtin_datasets.simulated_atlas``), trains a small SCANVI from SCVI (one epoch each: the
+benchmark measures the report's steps, not the model; cached under benchmarks/results/report/),
+minifies it, then runs each step as its rule script does, in its own subprocess, and prints a table
+of wall time (with interpreter start and imports, as a job pays them) and peak RSS.
 
 The figures step is given the model's real history and latent space, and per-cell / per-gene
 CV tables of the right size (random values: plotting time depends on the number of points only).
@@ -16,7 +16,6 @@ CV tables of the right size (random values: plotting time depends on the number 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -39,18 +38,18 @@ def prepare(size: str) -> Path:
     import yaml
     from scvi_hub_workflow import config as config_model
     from scvi_hub_workflow import training
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
     n_cells, n_genes = (int(n) for n in size.split("x"))
     out.mkdir(parents=True, exist_ok=True)
     adata = simulated_atlas(n_cells=n_cells, n_genes=n_genes, seed=SEED)
     # the default config's SCANVI settings, one epoch per phase
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    settings = config_model.step_settings(config_model.resolve(config)["simulated-scanvi"], "train")
-    train = dataclasses.replace(
-        settings.train, accelerator="cpu", scvi_max_epochs=1, max_epochs=1, early_stopping=False
+    settings = config_model.resolve(config)["simulated-scanvi"]
+    train = settings.train.replace(
+        accelerator="cpu", scvi_max_epochs=1, max_epochs=1, early_stopping=False
     )
-    settings = dataclasses.replace(settings, train=train)
+    settings = settings.replace(train=train)
     scvi.settings.seed = SEED
     model, history, _ = training.train_model(adata, settings, cuda_available=False)
     history.to_csv(out / "history.tsv", sep="\t")

@@ -13,27 +13,25 @@ markdown table. Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import yaml
 from scvi_hub_workflow import config as config_model
-from scvi_hub_workflow.datasets import simulated_atlas
+from scvi_hub_workflow.builtin_datasets import simulated_atlas
 from scvi_hub_workflow.training import train_model
 
 
-def default_scanvi_settings(epochs: int, accelerator: str) -> config_model.TrainStep:
+def default_scanvi_settings(epochs: int, accelerator: str):
     config = yaml.safe_load(Path("config/config.yaml").read_text())
-    settings = config_model.step_settings(config_model.resolve(config)["simulated-scanvi"], "train")
-    train = dataclasses.replace(
-        settings.train,
+    settings = config_model.resolve(config)["simulated-scanvi"]
+    train = settings.train.replace(
         max_epochs=epochs,
         scvi_max_epochs=epochs,
         early_stopping=False,
         accelerator=accelerator,
     )
-    return dataclasses.replace(settings, train=train)
+    return settings.replace(train=train)
 
 
 def measure(n_cells: int, n_genes: int, epochs: int, accelerator: str) -> dict:

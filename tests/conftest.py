@@ -11,7 +11,6 @@ import pytest
 pytest.register_assert_rewrite("helpers")
 
 from helpers import (  # noqa: E402
-    ROOT,
     TINY_CONFIG,
     TOKEN,
     TinyModel,
@@ -20,23 +19,14 @@ from helpers import (  # noqa: E402
     simulate_counts,
     snakemake,
 )
+from helpers import workflow_rules as helpers_workflow_rules  # noqa: E402
 from hub_server import HubServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def workflow_rules():
     """The workflow's rules as Snakemake parses them (with the tiny config), through its API."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
-
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
-        wf = api.workflow(
-            resource_settings=ResourceSettings(cores=1),
-            config_settings=ConfigSettings(configfiles=[TINY_CONFIG]),
-            snakefile=ROOT / "Snakefile",
-        )
-        return list(wf._workflow.rules)
+    return list(helpers_workflow_rules())
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ and the publish runner. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ import pandas as pd
 from hub_server import HubServer
 from scipy import sparse
 from scvi_hub_workflow import training
+from scvi_hub_workflow.settings import ModelSettings, from_text, to_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -46,6 +48,34 @@ def snakemake(*args: str, workdir: Path, env: dict | None = None, timeout: int =
         text=True,
         timeout=timeout,
     )
+
+
+@functools.cache
+def workflow_rules() -> tuple:
+    """The workflow's rules as Snakemake parses them (with the tiny config), through its API."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[TINY_CONFIG]),
+            snakefile=ROOT / "Snakefile",
+        )
+        return tuple(wf._workflow.rules)
+
+
+def declared_keys(rule: str) -> tuple[str, ...]:
+    """The settings keys a rule declares (its `settings_of(...)` in workflow/rules/)."""
+    (found,) = [r for r in workflow_rules() if r.name == rule]
+    return found.params.settings.keys
+
+
+def rule_settings(settings: ModelSettings, rule: str) -> ModelSettings:
+    """What the job of `rule` sees of a model's settings: its declared keys, through the
+    params text (reading any other key raises, as in the job)."""
+    return from_text(to_text(settings, declared_keys(rule)))
 
 
 # --- criticism: a tiny trained, minified SCVI model and its counts on disk ---------------

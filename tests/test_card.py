@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import yaml
+from helpers import rule_settings
 from scvi_hub_workflow.card import CardInputs, SavedModel, card_versions, metadata, render_card
-from scvi_hub_workflow.config import model_settings, step_settings
+from scvi_hub_workflow.config import model_settings
 
 
 def inputs(labels_key=None, tissues=()) -> CardInputs:
@@ -49,7 +50,7 @@ def inputs(labels_key=None, tissues=()) -> CardInputs:
         "n_true_two_sided": 12,
     }
     return CardInputs(
-        settings=step_settings(model_settings(cfg, "m"), "card"),
+        settings=rule_settings(model_settings(cfg, "m"), "card"),
         saved=saved,
         cv={
             "n_samples": 3,
@@ -132,12 +133,11 @@ def test_card_versions_are_those_that_trained_the_model():
 
 def test_training_data_url_comes_from_the_resolved_source_unless_configured():
     from scvi_hub_workflow.card import with_source_url
-    from scvi_hub_workflow.config import model_settings, step_settings
 
     def card_step(**card):
         entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
         entry["card"] = card
-        return step_settings(model_settings({"models": {"m": entry}}, "m"), "card")
+        return rule_settings(model_settings({"models": {"m": entry}}, "m"), "card")
 
     settings = card_step()
     resolved = {"source_url": "https://datasets.cellxgene.cziscience.com/v1.h5ad"}
@@ -168,7 +168,7 @@ def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
 def test_label_transfer_section_only_with_label_transfer_and_says_how_to_predict():
     assert "Label transfer" not in render_card(inputs())
     with_lt = inputs(labels_key="cell_type")
-    with_lt.label_transfer = {
+    with_lt.checks["label_transfer"] = {
         "labels_key": "cell_type",
         "n_cells": 40,
         "accuracy": 0.925,

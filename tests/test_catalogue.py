@@ -1,10 +1,10 @@
-"""The bad-input and fault catalogue (issue 10), kept as tests: one row per bad input.
+"""The bad-input and fault catalogue, kept as tests: one row per bad input.
 
 Each row says what the user did, a fragment of the message they get, and the step that must
 stop it: `parse` (Snakemake reading the workflow, before any job), `dataset`, `hvg` and
 `de_groups` (the cheap steps before training), `criticism`/`card` (after training, saying why
 instead of failing) and `publish` (before the commit). docs/bad-inputs.md is the same list for
-users. The numbers are the rows of issue 10.
+users.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import yaml
-from helpers import ROOT, TOKEN, run_publish, snakemake
+from helpers import ROOT, TOKEN, rule_settings, run_publish, snakemake
 from scvi_hub_workflow import criticism, publish
 from scvi_hub_workflow.card import render_card
-from scvi_hub_workflow.config import model_settings, step_settings
+from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
 from scvi_hub_workflow.hvg import HVGError, select_hvg
 from scvi_hub_workflow.training import models_missing_a_gpu
@@ -172,7 +172,7 @@ def _settings(setup=None, step=None, **entry):
     model = model | {"setup": setup or {}}
     entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": model, **entry}
     settings = model_settings({"models": {"m": entry}}, "m")
-    return settings if step is None else step_settings(settings, step)
+    return settings if step is None else rule_settings(settings, step)
 
 
 def _write(tmp_path, obs: dict, index=None):
@@ -285,7 +285,7 @@ def test_too_few_cells_for_hvg_is_an_error_naming_the_key(cells, expected):
 
 CRITICISM = _settings(
     {"labels_key": "cell_type", "unlabeled_category": "unknown"},
-    "criticism",
+    "de_groups",
     model={"class": "SCANVI"},
     criticism={"min_cells": 10},
 )

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import yaml
 from cellxgene_server import CellxgeneServer, Version
 from conftest import snakemake
-from scvi_hub_workflow.datasets import simulated_atlas
+from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
 VERSION_ID = "5e1d2c3b-0000-4000-8000-0000000a11a5"
 DATASET_ID = "9f8e7d6c-0000-4000-8000-0000000a11a5"

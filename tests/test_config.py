@@ -8,9 +8,13 @@ import re
 
 import pytest
 import yaml
-from helpers import ROOT, TINY_CONFIG, snakemake
+from helpers import ROOT, TINY_CONFIG, declared_keys, rule_settings, snakemake, workflow_rules
 from scvi_hub_workflow import config as config_model
-from scvi_hub_workflow.config import ConfigError, HvgSettings, model_settings, resolve
+from scvi_hub_workflow import settings as settings_model
+from scvi_hub_workflow.config import ConfigError, model_settings, resolve
+from scvi_hub_workflow.model_kinds import SETUP_KEYS
+from scvi_hub_workflow.settings import HvgSettings, from_text, to_text
+from scvi_hub_workflow.sources import parse_source
 
 
 def default_config() -> dict:
@@ -117,12 +121,12 @@ def test_cross_key_rules(model, expected):
 
 def test_dataset_sources_land_in_resources():
     sha = "a" * 64
-    url = config_model.parse_source("https://example.org/x.h5ad", sha)
+    url = parse_source("https://example.org/x.h5ad", sha)
     assert url.workflow_path == f"resources/downloads/{sha}.h5ad"
-    assert config_model.parse_source("builtin:synthetic-iid", None).workflow_path == (
+    assert parse_source("builtin:synthetic-iid", None).workflow_path == (
         "resources/builtin/synthetic-iid.h5ad"
     )
-    assert config_model.parse_source("data/x.h5ad", None).workflow_path == "data/x.h5ad"
+    assert parse_source("data/x.h5ad", None).workflow_path == "data/x.h5ad"
 
 
 def test_snakemake_stops_on_a_bad_config_before_any_job(tmp_path):
@@ -164,21 +168,28 @@ def test_settings_do_not_depend_on_key_order():
     reordered["models"]["m"]["model"]["params"] = {"n_hidden": 32, "n_latent": 5}
     assert repr(model_settings(cfg, "m")) == repr(model_settings(reordered, "m"))
     # what Snakemake compares: each rule's params text
-    for step in config_model.STEPS:
-        texts = [
-            config_model.to_text(config_model.step_settings(model_settings(c, "m"), step))
-            for c in (cfg, reordered)
-        ]
-        assert texts[0] == texts[1], step
+    for rule in RULES_WITH_SETTINGS:
+        keys = declared_keys(rule)
+        texts = [to_text(model_settings(c, "m"), keys) for c in (cfg, reordered)]
+        assert texts[0] == texts[1], rule
 
 
-def test_step_settings_survive_the_params_text():
+RULES_WITH_SETTINGS = [r.name for r in workflow_rules() if hasattr(r.params, "settings")]
+
+
+def test_rule_settings_survive_the_params_text():
     for settings in resolve(default_config()).values():
-        for step in config_model.STEPS:
-            typed = config_model.step_settings(settings, step)
-            assert config_model.from_text(config_model.to_text(typed)) == typed, step
-    criticism = config_model.step_settings(settings, "criticism")
-    assert "train" not in config_model.to_text(criticism)  # only what the step reads
+        for rule in RULES_WITH_SETTINGS:
+            seen = rule_settings(settings, rule)
+            assert from_text(to_text(seen, declared_keys(rule))) == seen, rule
+    # only what the rule declares: its text and what its job can read
+    criticism = rule_settings(settings, "posterior_predictive_check")
+    assert '"train": {"seed"' in to_text(settings, declared_keys("posterior_predictive_check"))
+    assert criticism.train.seed == settings.train.seed
+    with pytest.raises(AttributeError, match="train.max_epochs"):
+        _ = criticism.train.max_epochs
+    with pytest.raises(AttributeError, match="'card'"):
+        _ = criticism.card
 
 
 def test_settings_classes_have_exactly_the_schema_keys():
@@ -187,9 +198,9 @@ def test_settings_classes_have_exactly_the_schema_keys():
         cls = type(getattr(model_settings(minimal(), "m"), section))
         keys = {f.metadata.get("key", f.name) for f in dataclasses.fields(cls)}
         assert keys == set(schema["$defs"][section]["properties"]), section
-    setup_keys = {f.name for f in dataclasses.fields(config_model.Setup)}
-    assert setup_keys == set(schema["$defs"]["setup"]["properties"])
-    entry = {f.name for f in dataclasses.fields(config_model.ModelSettings)} - {"name"}
+    setup_keys = {f.name for f in dataclasses.fields(settings_model.Setup)}
+    assert setup_keys == set(schema["$defs"]["setup"]["properties"]) == set(SETUP_KEYS)
+    entry = {f.name for f in dataclasses.fields(settings_model.ModelSettings)} - {"name"}
     assert entry == set(schema["$defs"]["model_entry"]["properties"])
 
 
@@ -287,10 +298,10 @@ def test_atlas_dataset_keys_are_checked(dataset, expected):
 
 def test_zenodo_md5_and_cellxgene_sources_land_in_resources():
     md5 = "d" * 32
-    zenodo = config_model.parse_source("https://zenodo.org/x.h5ad", None, f"md5:{md5}")
+    zenodo = parse_source("https://zenodo.org/x.h5ad", None, f"md5:{md5}")
     assert zenodo.workflow_path == f"resources/downloads/{md5}.h5ad"
     resolve(minimal(dataset={"source": "https://zenodo.org/x.h5ad", "checksum": f"MD5:{md5}"}))
-    cxg = config_model.parse_source(f"cellxgene:{VERSION}", None)
+    cxg = parse_source(f"cellxgene:{VERSION}", None)
     assert cxg.workflow_path == f"resources/cellxgene/{VERSION}.h5ad"
     assert cxg.record_path == f"resources/cellxgene/{VERSION}.json"
 
@@ -306,3 +317,14 @@ def test_three_tissues_from_one_download_in_the_dry_run(tmp_path):
     table = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
     assert table["cellxgene_download"] == "1", text[-3000:]
     assert table["dataset"] == "3" and table["train"] == "3"
+
+
+def test_the_readme_tables_are_made_from_the_schema():
+    """config/README.md's key tables: defaults and descriptions as the schema has them."""
+    from scvi_hub_workflow.config_docs import with_tables
+
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert readme.count("<!-- table: ") == 8
+    assert with_tables(readme) == readme, (
+        "config/README.md is out of date: python -m scvi_hub_workflow.config_docs config/README.md"
+    )

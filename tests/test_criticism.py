@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import declared_keys
 from reference import cell_wise_cv, gene_wise_cv, wilcoxon_one_vs_rest
 from scipy import sparse, stats
 from scvi_hub_workflow import config, criticism, metrics
 from scvi_hub_workflow.layout import DE_COLUMNS
+from scvi_hub_workflow.settings import to_text
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 
@@ -120,23 +122,22 @@ def _engine_samples(model_dir, n_samples, batch_size, seed):
 
 
 def _rule_settings(labels_key) -> str:
-    """The rule's params: the criticism step's settings as the workflow passes them (text)."""
-    step = config.build(
-        config.CriticismStep,
-        {
-            "criticism": {
-                "n_samples": 2,
-                "batch_size": 100,
-                "alpha": 0.05,
-                "top_n": 10,
-                "min_cells": 10,
-                "cluster_resolution": 0.5,
-            },
-            "setup": {"layer": None, "labels_key": labels_key, "unlabeled_category": None},
-            "seed": 3,
+    """The rule's params: the settings it declares, as the workflow passes them (text)."""
+    entry = {
+        "dataset": {"source": "builtin:synthetic-iid"},
+        "model": {"class": "SCVI", "setup": {"labels_key": labels_key}},
+        "criticism": {
+            "n_samples": 2,
+            "batch_size": 100,
+            "alpha": 0.05,
+            "top_n": 10,
+            "min_cells": 10,
+            "cluster_resolution": 0.5,
         },
-    )
-    return config.to_text(step)
+        "train": {"seed": 3},
+    }
+    settings = config.model_settings({"models": {"m": entry}}, "m")
+    return to_text(settings, declared_keys("posterior_predictive_check"))
 
 
 def _run_check(minified_model, tmp_path, labels_key):

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from scvi_hub_workflow import datasets, h5ad_io
-from scvi_hub_workflow.config import model_settings, step_settings
+from helpers import rule_settings
+from scvi_hub_workflow import builtin_datasets, h5ad_io
+from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
 
 
@@ -22,7 +23,7 @@ def settings_for(counts: str = "X", **setup):
             }
         }
     }
-    return step_settings(model_settings(cfg, "m"), "dataset")
+    return rule_settings(model_settings(cfg, "m"), "dataset")
 
 
 def small_adata(x=None) -> ad.AnnData:
@@ -32,14 +33,14 @@ def small_adata(x=None) -> ad.AnnData:
 
 
 def test_synthetic_iid_has_the_reference_card_shape():
-    adata = datasets.synthetic_iid()
+    adata = builtin_datasets.synthetic_iid()
     assert adata.shape == (400, 100)
     assert sp.issparse(adata.X) and np.all(adata.X.data == np.round(adata.X.data))
     assert not adata.obsm
 
 
 def test_simulated_atlas_keeps_its_truth_and_the_markers_are_real():
-    adata = datasets.simulated_atlas(n_cells=600, n_genes=200, seed=1)
+    adata = builtin_datasets.simulated_atlas(n_cells=600, n_genes=200, seed=1)
     truth = adata.obs["true_cell_type"]
     assert set(adata.obs["cell_type"].cat.categories) == set(truth.cat.categories) | {"unknown"}
     assert 0 < (adata.obs["cell_type"] == "unknown").mean() < 0.25
@@ -160,7 +161,7 @@ def atlas_settings(**dataset):
         "dataset": {"source": "builtin:synthetic-iid", "counts": "raw.X", **dataset},
         "model": {"class": "SCVI", "setup": {"batch_key": "donor_id"}},
     }
-    return step_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    return rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
 
 
 def test_tissue_subset_reads_only_the_kept_rows_of_raw_counts(tmp_path, monkeypatch):

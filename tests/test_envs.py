@@ -332,11 +332,11 @@ def test_import_scan_sees_lazy_imports():
     # The scan must follow calls into functions that import lazily (publish imports
     # huggingface_hub only inside functions); otherwise the check above proves nothing.
     scripts = ROOT / "workflow" / "scripts"
-    assert "huggingface_hub" in imports_of_script(scripts / "publish_model.py")
+    assert "huggingface_hub" in imports_of_script(scripts / "publish.py")
     # builtin_dataset reaches `import scvi` through a module-level table of generators.
     assert "scvi" in imports_of_script(scripts / "builtin_dataset.py")
     # ... while prepare_dataset, in the same module, does not need scvi-tools.
-    assert "scvi" not in imports_of_script(scripts / "prepare_dataset.py")
+    assert "scvi" not in imports_of_script(scripts / "dataset.py")
 
 
 def test_only_the_integration_rule_reaches_jax(rules):

@@ -131,7 +131,8 @@ def test_summary_row_has_the_headline_metrics():
     }
     cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}
     de = {"groups": [{"roc_auc": 0.8}, {"roc_auc": 0.6}, {"roc_auc": None}]}
-    row = summary_row("m", training, cv, de, {"accuracy": 0.95, "macro_f1": 0.9, "ece": 0.02})
+    transfer = {"accuracy": 0.95, "macro_f1": 0.9, "ece": 0.02}
+    row = summary_row("m", training, cv, de, {"label_transfer": transfer})
     assert row["cells"] == 100 and row["epochs"] == 5
     assert row["mean_de_roc_auc"] == pytest.approx(0.7)
     assert row["label_accuracy_validation"] == 0.95

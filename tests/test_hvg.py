@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from helpers import rule_settings
 from scvi_hub_workflow import h5ad_io
-from scvi_hub_workflow.config import model_settings, step_settings
-from scvi_hub_workflow.datasets import simulated_atlas
+from scvi_hub_workflow.builtin_datasets import simulated_atlas
+from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.hvg import select_hvg, select_hvg_file
 
 HVG = {"flavor": "seurat_v3", "n_top_genes": 60, "batch_aware": True}
@@ -40,7 +41,7 @@ def test_streaming_seurat_v3_equals_scanpy(tmp_path, monkeypatch, dataset, setup
         "model": {"class": "SCVI", "setup": setup},
         "hvg": hvg,
     }
-    settings = step_settings(model_settings({"models": {"m": entry}}, "m"), "hvg")
+    settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "hvg")
     expected_data, expected = select_hvg(adata, settings)
     monkeypatch.setattr(h5ad_io, "BLOCK_BYTES", 20_000)  # many blocks
     out, table_path = tmp_path / "hvg.h5ad", tmp_path / "hvg.tsv"

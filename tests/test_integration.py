@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from helpers import ROOT
+from helpers import ROOT, rule_settings
 from scvi_hub_workflow import integration
 from scvi_hub_workflow.card import render_card
+from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.figures import integration_scores, save_png
 from scvi_hub_workflow.model_summary import summary_row
 from test_card import inputs as card_inputs
@@ -130,18 +131,21 @@ def files(tmp_path_factory):
     return out
 
 
-def run_integrate(files, **kwargs):
-    args = {
-        "latent_key": "scanvi_latent_qzm",
-        "batch_key": "batch",
-        "labels": None,
-        "labels_key": "cell_type",
-        "unlabeled_category": "unknown",
-        "layer": None,
-        "max_cells": 200,
-        "seed": 0,
+def integration_settings(labels_key="cell_type", max_cells=200):
+    """What the integration rule declares, for a SCANVI model of the test files."""
+    setup = {"batch_key": "batch", "labels_key": labels_key, "unlabeled_category": "unknown"}
+    entry = {
+        "dataset": {"source": "builtin:simulated-atlas"},
+        "model": {"class": "SCANVI", "setup": setup},
+        "criticism": {"integration_max_cells": max_cells},
+        "train": {"seed": 0},
     }
-    return integration.integrate(files / "model.h5ad", files / "hvg.h5ad", **(args | kwargs))
+    return rule_settings(model_settings({"models": {"m": entry}}, "m"), "integration")
+
+
+def run_integrate(files, labels=None, **settings):
+    settings = integration_settings(**settings)
+    return integration.integrate(files / "model.h5ad", files / "hvg.h5ad", settings, labels)
 
 
 @pytest.mark.slow  # jax compiles scib-metrics: ~20 s
@@ -177,18 +181,7 @@ def test_reading_is_refused_when_the_files_hold_other_cells(files, tmp_path):
     other.obs_names = [f"other_{i}" for i in range(other.n_obs)]
     other.write_h5ad(tmp_path / "hvg.h5ad")
     with pytest.raises(ValueError, match="same cells"):
-        integration.integrate(
-            files / "model.h5ad",
-            tmp_path / "hvg.h5ad",
-            latent_key="scanvi_latent_qzm",
-            batch_key="batch",
-            labels=None,
-            labels_key="cell_type",
-            unlabeled_category="unknown",
-            layer=None,
-            max_cells=200,
-            seed=0,
-        )
+        integration.integrate(files / "model.h5ad", tmp_path / "hvg.h5ad", integration_settings())
 
 
 SUMMARY = {
@@ -215,7 +208,7 @@ SUMMARY = {
 
 def test_card_section_says_source_cells_seed_and_baseline():
     card_in = card_inputs(labels_key="cell_type")
-    card_in.integration = SUMMARY
+    card_in.checks["integration"] = SUMMARY
     card = render_card(card_in)
     assert "a random 1000 of the 1350 cells (seed 7" in card
     assert "the labels in 'cell_type' (150 unlabelled cells left out)" in card
@@ -224,7 +217,7 @@ def test_card_section_says_source_cells_seed_and_baseline():
     assert "| **Total** (aggregate) | 0.71 | 0.52 |" in card
     assert card.index("Integration") < card.index("# Model Properties")
     clusters = card_inputs()
-    clusters.integration = SUMMARY | {"label_source": "clusters", "labels_key": "leiden"}
+    clusters.checks["integration"] = SUMMARY | {"label_source": "clusters", "labels_key": "leiden"}
     assert "Leiden clusters of the latent space ('leiden'" in render_card(clusters)
     assert "Not computed: the model was set up without a batch key" in render_card(card_inputs())
 
@@ -232,26 +225,31 @@ def test_card_section_says_source_cells_seed_and_baseline():
 def test_models_table_has_model_and_pca_totals():
     training = {"model_class": "SCVI", "n_cells": {"train": 9}, "epochs": 2}
     cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}
-    row = summary_row("m", training, cv, {"groups": []}, None, SUMMARY)
+    row = summary_row("m", training, cv, {"groups": []}, {"integration": SUMMARY})
     assert (row["integration_total"], row["integration_total_pca"]) == (0.71, 0.52)
     assert summary_row("m", training, cv, {"groups": []})["integration_total"] is None
 
 
-# What every job other than the integration job imports: none of them may start jax.
+# What every job other than the integration job imports: none of them may start jax, and
+# importing the package changes neither the import machinery nor the environment.
 OTHER_JOBS = """
-import sys
+import os, pkgutil, sys
+import anndata, h5py, lightning, scanpy, torch  # their own import-time settings come first
+before = (list(sys.meta_path), dict(os.environ))
 import scvi_hub_workflow
-from scvi_hub_workflow import (card, criticism, datasets, figures, hvg, label_transfer,
-    model_io, model_summary, training)
-from scvi_hub_workflow.publish import verify
-import scvi, scanpy
+for module in pkgutil.walk_packages(scvi_hub_workflow.__path__, "scvi_hub_workflow."):
+    if not module.name.endswith("__main__"):
+        __import__(module.name)
+assert (list(sys.meta_path), dict(os.environ)) == before, "importing the package changed them"
+from scvi_hub_workflow.compat import import_scvi
+import_scvi()
+import scvi.hub, scvi.model.base, scvi.distributions, scvi.utils, scvi.criticism, scanpy
+assert not [f for f in sys.meta_path if "HiddenJax" in type(f).__name__], "jax stays hidden"
 import numpy as np, scipy.stats
 scipy.stats.pearsonr(np.arange(5.0), np.arange(5.0) ** 2)  # scipy looks for jax arrays
-from scvi_hub_workflow.job_env import allow_jax
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "scib_metrics")
                 and sys.modules[m] is not None)
 print(loaded)
-allow_jax()
 import jax  # the integration job can still import it
 """
 

@@ -55,7 +55,7 @@ def test_set_resources_name_existing_rules(rule_names):
 
 
 def test_training_gpu_request_is_the_rules_and_the_partition_follows_it():
-    # The rule asks for a GPU from the model's accelerator (tests/test_operations.py, row 13);
+    # The rule asks for a GPU from the model's accelerator (tests/test_running.py);
     # the profile names the site's partitions, and the plugin puts a GPU job in a GPU one.
     train = SLURM["set-resources"]["train"]
     assert not {"gpu", "gres", "slurm_partition"} & set(train), train

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, declared_keys, rule_settings
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.query_check import (
     MIN_QUERY_CELLS,
@@ -17,6 +17,7 @@ from scvi_hub_workflow.query_check import (
     knn_overlap_chance,
     should_run,
 )
+from scvi_hub_workflow.settings import to_text
 
 
 def batches(**counts: int) -> pd.Series:
@@ -86,9 +87,8 @@ def test_query_settings_come_from_the_criticism_section():
             }
         }
     }
-    step = config_model.step_settings(config_model.resolve(config)["m"], "query_check")
-    assert step.query_batch == "batch_1" and step.query_check is True
-    assert config_model.from_text(config_model.to_text(step)) == step
+    step = rule_settings(config_model.resolve(config)["m"], "query_check")
+    assert step.criticism.query_batch == "batch_1" and step.criticism.query_check is True
     config["models"]["m"]["criticism"] = {"query_check": "sometimes"}
     with pytest.raises(config_model.ConfigError, match="criticism.query_check"):
         config_model.resolve(config)
@@ -103,8 +103,7 @@ def test_other_criticism_keys_do_not_rerun_the_query_check():
 
     def params(criticism):
         config = {"models": {"m": entry | {"criticism": criticism}}}
-        step = config_model.step_settings(config_model.resolve(config)["m"], "query_check")
-        return config_model.to_text(step)
+        return to_text(config_model.resolve(config)["m"], declared_keys("query_check"))
 
     assert params({"alpha": 0.01, "n_samples": 5, "integration_max_cells": 100}) == params({})
     assert params({"query_epochs": 7}) != params({})
@@ -124,7 +123,7 @@ KNN_LABEL_ACCURACY = 0.8
 @pytest.mark.slow
 def test_the_query_check_on_the_simulation_maps_the_held_out_batch(tmp_path):
     from scvi_hub_workflow import training
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
     from scvi_hub_workflow.query_check import run_query_check
 
     # the default config's SCANVI (settings of the published Tabula Sapiens card), fewer epochs
@@ -133,12 +132,10 @@ def test_the_query_check_on_the_simulation_maps_the_held_out_batch(tmp_path):
     entry["train"] = {"scvi_max_epochs": 20, "max_epochs": 10, "accelerator": "cpu"}
     entry["criticism"] = {"query_epochs": 20}
     config = {"models": {"sim": entry}}
-    settings = config_model.step_settings(config_model.resolve(config, ROOT)["sim"], "query_check")
+    settings = rule_settings(config_model.resolve(config, ROOT)["sim"], "query_check")
     adata = simulated_atlas(n_cells=600, n_genes=200, seed=0)
     adata.write_h5ad(tmp_path / "hvg.h5ad")
-    full, _, _ = training.train_model(
-        adata, config_model.TrainStep("sim", settings.model, settings.train), cuda_available=False
-    )
+    full, _, _ = training.train_model(adata, settings, cuda_available=False)
     latent = pd.DataFrame(full.get_latent_representation(), index=adata.obs_names)
 
     result = run_query_check(str(tmp_path / "hvg.h5ad"), latent, settings, cuda_available=False)
@@ -157,7 +154,7 @@ def test_the_query_check_on_the_simulation_maps_the_held_out_batch(tmp_path):
 
 def test_a_bad_query_batch_fails_before_training(tmp_path, monkeypatch):
     from scvi_hub_workflow import training
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
     from scvi_hub_workflow.query_check import run_query_check
 
     def no_training(*args, **kwargs):
@@ -174,7 +171,7 @@ def test_a_bad_query_batch_fails_before_training(tmp_path, monkeypatch):
             }
         }
     }
-    settings = config_model.step_settings(config_model.resolve(config)["m"], "query_check")
+    settings = rule_settings(config_model.resolve(config)["m"], "query_check")
     with pytest.raises(QueryCheckError, match=r"criticism.query_batch.*batch_9.*batch_0"):
         run_query_check(str(tmp_path / "hvg.h5ad"), pd.DataFrame(), settings)
 
@@ -202,7 +199,15 @@ def _checked(**changes) -> dict:
 
 
 def test_the_card_says_how_the_batch_mapped_or_why_not():
-    from scvi_hub_workflow.card import _query_section
+    from scvi_hub_workflow.card_sections import query_check_section
+
+    def _query_section(result, batch_key):
+        entry = {
+            "dataset": {"source": "builtin:simulated-atlas"},
+            "model": {"class": "SCVI", "setup": {"batch_key": batch_key}},
+        }
+        settings = rule_settings(config_model.model_settings({"models": {"m": entry}}, "m"), "card")
+        return query_check_section(result, settings)
 
     title, text = _query_section(_checked(), "batch")
     assert title == "Query mapping"
@@ -221,10 +226,11 @@ def test_models_tsv_has_the_query_columns():
     training = {"model_class": "SCANVI", "n_cells": {"train": 10}, "epochs": 1}
     cv = {"cell_wise": {"validation": {"pearson": 0.5}}, "gene_wise": {"all": {"pearson": 0.9}}}
     de = {"groups": []}
-    row = summary_row("m", training, cv, de, query_check=_checked())
+    row = summary_row("m", training, cv, de, {"query_check": _checked()})
     assert set(row) == set(COLUMNS)
     assert row["query_knn_overlap"] == 0.27 and row["query_label_accuracy"] == 0.97
-    scvi = summary_row("m", training, cv, de, query_check=_checked(classifier=None))
+    scvi = summary_row("m", training, cv, de, {"query_check": _checked(classifier=None)})
     assert scvi["query_label_accuracy"] == 0.99  # kNN transfer when there is no classifier
-    skipped = summary_row("m", training, cv, de, query_check={"ran": False, "skipped_reason": "x"})
+    skipped = {"ran": False, "skipped_reason": "x"}
+    skipped = summary_row("m", training, cv, de, {"query_check": skipped})
     assert skipped["query_knn_overlap"] is None and skipped["query_label_accuracy"] is None

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.layout import latent_keys
+from scvi_hub_workflow.model_kinds import KINDS
 from scvi_hub_workflow.training import (
     AcceleratorError,
     choose_accelerator,
     history_table,
-    model_kwargs,
     phase_summary,
 )
 
@@ -49,10 +49,14 @@ def test_setup_and_model_arguments_per_class():
         },
         "m",
     ).model.setup
-    assert "unlabeled_category" not in setup.setup_anndata_kwargs("SCVI")
-    assert setup.setup_anndata_kwargs("SCANVI")["unlabeled_category"] == "u"
-    assert "linear_classifier" not in model_kwargs({"linear_classifier": True}, "SCVI")
-    assert model_kwargs({"linear_classifier": True}, "SCANVI") == {"linear_classifier": True}
+    scvi, scanvi = KINDS["SCVI"], KINDS["SCANVI"]
+    assert "unlabeled_category" not in setup.setup_anndata_kwargs(scvi)
+    # SCANVI's labels first, as scvi-tools lists them (and the published cards record them)
+    assert list(setup.setup_anndata_kwargs(scanvi))[:2] == ["labels_key", "unlabeled_category"]
+    assert setup.setup_anndata_kwargs(scanvi)["unlabeled_category"] == "u"
+    params = {"linear_classifier": True, "n_latent": 5}
+    assert scvi.model_kwargs(params) == {"n_latent": 5}
+    assert scanvi.model_kwargs(params) == params
 
 
 def test_history_table_has_one_row_per_epoch():

@@ -253,7 +253,7 @@ def test_a_url_source_is_downloaded_checked_and_validated(tmp_path):
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from scvi_hub_workflow.datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
     served = tmp_path / "served"
     served.mkdir()

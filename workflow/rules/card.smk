@@ -1,13 +1,11 @@
 rule card:
     input:
-        model=published_model_dir,
+        unpack(get_check_results),
+        model=get_published_model,
         cv="results/{model}/criticism/cv.json",
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
         dataset="results/{model}/dataset.json",
-        label_transfer=only_for(SCANVI_MODELS, "results/{model}/criticism/label_transfer.json"),
-        integration=only_for(BATCH_MODELS, "results/{model}/criticism/integration.json"),
-        query_check=only_for(QUERY_CHECK_MODELS, "results/{model}/criticism/query_check.json"),
     output:
         card=report(
             "results/{model}/card/README.md",
@@ -19,19 +17,19 @@ rule card:
     log:
         "logs/{model}/card.log",
     benchmark:
-        "results/{model}/benchmarks/card.tsv"
+        benchmark_of("card")
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=settings_of("card"),
+        settings=settings_of("name", "description", "tissues", "card", "model.class", "model.setup"),
     script:
-        "../scripts/render_card.py"
+        "../scripts/card.py"
 
 
 # Explicit files, not directory(): Snakemake would add a .snakemake_timestamp to the folder.
 rule hub:
     input:
-        model=published_model_dir,
+        model=get_published_model,
         card=rules.card.output.card,
         metadata=rules.card.output.metadata,
     output:
@@ -42,4 +40,4 @@ rule hub:
     conda:
         "../../envs/scanpy.yaml"
     script:
-        "../scripts/assemble_hub.py"
+        "../scripts/hub.py"

@@ -2,18 +2,29 @@ import re
 import sys
 from pathlib import Path
 
-# The rules' logic lives in the scvi_hub_workflow package next to the rule scripts; every job
-# imports this copy of it, whatever checkout the venv's editable install points to.
-_package_dir = Path(workflow.basedir) / "workflow" / "scripts"
-sys.path.insert(0, str(_package_dir))
+# The rules' logic lives in the scvi_hub_workflow package next to the rule scripts. This process
+# imports this checkout's copy of it, and so does every job it starts (put_package_first).
+PACKAGE_DIR = Path(workflow.basedir).resolve() / "workflow" / "scripts"
+sys.path.insert(0, str(PACKAGE_DIR))
+
+from scvi_hub_workflow.job_env import put_package_first
+
+put_package_first(PACKAGE_DIR)
 
 from scvi_hub_workflow import config as config_model
+from scvi_hub_workflow.checks import CHECKS, checks_for
 from scvi_hub_workflow.config_files import check_config_files, read_config_file
-from scvi_hub_workflow.job_env import put_package_first
-from scvi_hub_workflow.layout import BUILTIN_DATASETS, HUB_FILES
+from scvi_hub_workflow.layout import (
+    BUILTIN_DATA,
+    BUILTIN_DATASETS,
+    CELLXGENE_DATA,
+    CELLXGENE_RECORD,
+    DOWNLOADED_DATA,
+    HUB_FILES,
+)
+from scvi_hub_workflow.settings import to_text
 from scvi_hub_workflow.stopping import stop_jobs_on_interrupt
 
-put_package_first(_package_dir)
 # Ctrl-C (SIGINT) stops the running jobs at once instead of waiting for them to finish.
 stop_jobs_on_interrupt()
 
@@ -79,17 +90,26 @@ wildcard_constraints:
     cellxgene_id="[A-Za-z0-9][A-Za-z0-9-]*",
 
 
-def settings_of(step):
-    """Params function: the settings the rule of `step` reads, as stable text (a re-ordered
-    config re-runs nothing); the rule script turns it back with config.from_text."""
+# --- settings: each rule names the keys it reads, next to itself --------------------------
+
+
+def settings_of(*keys):
+    """Params function: the model's settings `keys` (a section such as "train", a key such as
+    "train.seed", or "name"), as stable text: a re-ordered config re-runs nothing, and a rule
+    re-runs exactly when one of its keys changes. The script reads them with
+    settings.from_text; reading any other key is an error."""
 
     def settings(wildcards):
-        return config_model.to_text(config_model.step_settings(MODELS[wildcards.model], step))
+        return to_text(MODELS[wildcards.model], keys)
 
+    settings.keys = keys  # for the tests: which keys each rule declares
     return settings
 
 
-def dataset_inputs(wildcards):
+# --- inputs -------------------------------------------------------------------------------
+
+
+def get_dataset_inputs(wildcards):
     """The file the dataset step reads and, for CELLxGENE, the record of what it resolved to."""
     source = MODELS[wildcards.model].dataset.location
     inputs = {"data": source.workflow_path}
@@ -103,18 +123,75 @@ def _sources(kind):
     return [source for source in sources if source.kind == kind]
 
 
-def download_source(wildcards):
+def get_download_source(wildcards):
     for source in _sources("url"):
         if source.digest == wildcards.digest:
             return source
     raise WorkflowError(f"no model downloads a file with checksum {wildcards.digest}")
 
 
-def cellxgene_source(wildcards):
+def get_cellxgene_source(wildcards):
     for source in _sources("cellxgene"):
         if source.location == wildcards.cellxgene_id:
             return source
     raise WorkflowError(f"no model reads cellxgene:{wildcards.cellxgene_id}")
+
+
+def get_published_model(wildcards):
+    """The model folder published to the Hub, whose data hold the latent posterior the
+    criticism and the report read: minified/ (scvi-hub's form), or model/ with `minify: false`
+    or for a class that cannot be minified."""
+    return f"results/{wildcards.model}/{MODELS[wildcards.model].published_folder}"
+
+
+def get_integration_inputs(wildcards):
+    """The published model (latent means), the HVG counts (PCA baseline) and, without labels,
+    the posterior predictive check's Leiden clusters."""
+    model = wildcards.model
+    inputs = {"model": get_published_model(wildcards), "data": f"results/{model}/hvg.h5ad"}
+    if not MODELS[model].model.setup.labels_key:
+        inputs["cells"] = f"results/{model}/criticism/cells.tsv"
+    return inputs
+
+
+def get_check_results(wildcards):
+    """The results of the optional checks that apply to the model, named after the checks."""
+    return {
+        check.name: check.result(wildcards.model) for check in checks_for(MODELS[wildcards.model])
+    }
+
+
+def models_checked_by(check):
+    return sorted(name for name, s in MODELS.items() if check.applies(s))
+
+
+def get_summary_inputs(wildcards):
+    """Every model's training summary and criticism, and each optional check's results."""
+    models = sorted(MODELS)  # the table (and whether it re-runs) ignores the config's key order
+    inputs = {
+        "training": expand(rules.train.output.summary, model=models),
+        "cv": expand(rules.posterior_predictive_check.output.cv, model=models),
+        "de": expand(rules.posterior_predictive_check.output.de_summary, model=models),
+    }
+    for check in CHECKS:
+        inputs[check.name] = [check.result(model) for model in models_checked_by(check)]
+    return inputs
+
+
+def get_report_files(wildcards):
+    """Every model's figures, every output of its optional checks, the table of all models."""
+    files = expand(list(rules.figures.output), model=sorted(MODELS))
+    for check in CHECKS:
+        outputs = list(getattr(rules, check.name).output)
+        files += expand(outputs, model=models_checked_by(check))
+    return files + [rules.model_summary.output[0]]
+
+
+def get_hub_files(wildcards):
+    return expand("results/{model}/hub/{file}", model=wildcards.model, file=HUB_FILES)
+
+
+# --- resources ----------------------------------------------------------------------------
 
 
 def gpu_request(wildcards):
@@ -122,66 +199,21 @@ def gpu_request(wildcards):
     return 0 if MODELS[wildcards.model].train.accelerator == "cpu" else 1
 
 
-# Models with a label classifier: the label-transfer rule and the card's section run for them.
-SCANVI_MODELS = [name for name, s in MODELS.items() if s.model.model_class == "SCANVI"]
+def training_mem_mb(wildcards, input, attempt):
+    # the training data in memory (a few times the .h5ad on disk), the model and the loader
+    return (4000 + 6 * input.size_mb) * attempt
 
 
-# Models set up with a batch key: the integration rule and the card's section run for them.
-BATCH_MODELS = [name for name, s in MODELS.items() if s.model.setup.batch_key]
+def training_runtime(wildcards, input, attempt):
+    # minutes
+    return (60 + input.size_mb // 10) * attempt
 
 
-def integration_inputs(wildcards):
-    """The minified model (latent means), the HVG counts (PCA baseline) and, without labels,
-    the PPC's Leiden clusters."""
-    inputs = {
-        "model": f"results/{wildcards.model}/minified",
-        "data": f"results/{wildcards.model}/hvg.h5ad",
-    }
-    if not MODELS[wildcards.model].model.setup.labels_key:
-        inputs["cells"] = f"results/{wildcards.model}/criticism/cells.tsv"
-    return inputs
+def model_mem_mb(wildcards, input, attempt):
+    # a saved model with its data, loaded once
+    return (2000 + 3 * input.size_mb) * attempt
 
 
-# Models the query mapping check can hold a batch out of: a batch key, and not switched off
-# (criticism.query_check: false). With `auto`, a dataset above query_check_max_cells writes
-# a query_check.json saying it was skipped: cell counts are known only after the dataset step.
-QUERY_CHECK_MODELS = [
-    name
-    for name, s in MODELS.items()
-    if s.model.setup.batch_key and s.criticism.query_check is not False
-]
-
-
-def only_for(models, path):
-    """Input function: `path` (with {model}) for the models in `models`, no file for the
-    others (the card's optional sections: label transfer, integration, query mapping)."""
-
-    def input_of(wildcards):
-        return path.format(model=wildcards.model) if wildcards.model in models else []
-
-    return input_of
-
-
-def report_files(wildcards):
-    """Every model's figures (label transfer, integration), query checks, and the table of
-    all models."""
-    figures = ["training", "latent", "ppc", "de"]
-    files = expand("results/{model}/report/{figure}.png", model=MODELS, figure=figures)
-    files += expand(
-        "results/{model}/report/{figure}.png",
-        model=SCANVI_MODELS,
-        figure=["confusion", "calibration"],
-    )
-    files += expand("results/{model}/report/integration.png", model=BATCH_MODELS)
-    files += expand("results/{model}/criticism/query_check.json", model=QUERY_CHECK_MODELS)
-    return files + ["results/models.tsv"]
-
-
-def published_model_dir(wildcards):
-    # scvi-hub publishes the minified model; `minify: false` ships the full training data.
-    kind = "minified" if MODELS[wildcards.model].minify else "model"
-    return f"results/{wildcards.model}/{kind}"
-
-
-def hub_files(wildcards):
-    return expand("results/{model}/hub/{file}", model=wildcards.model, file=HUB_FILES)
+def benchmark_of(rule):
+    """Where a job records its time and memory (Snakemake `benchmark:`)."""
+    return f"results/{{model}}/resource_usage/{rule}.tsv"

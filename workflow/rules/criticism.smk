@@ -11,16 +11,16 @@ rule de_groups:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=settings_of("criticism"),
+        settings=settings_of("criticism", "model.setup", "train.seed"),
     script:
-        "../scripts/plan_de_groups.py"
+        "../scripts/de_groups.py"
 
 
 # One job for both checks: the coefficient-of-variation metrics and the DE benchmark are
 # computed from the same posterior predictive samples, drawn once, minibatch by minibatch.
 rule posterior_predictive_check:
     input:
-        model="results/{model}/minified",
+        model=get_published_model,
         data="results/{model}/hvg.h5ad",
     output:
         cv=report(
@@ -44,28 +44,27 @@ rule posterior_predictive_check:
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:
-        "results/{model}/resource_usage/posterior_predictive_check.tsv"
+        benchmark_of("posterior_predictive_check")
     conda:
         "../../envs/scvi.yaml"
-    # Minibatches are sampled and counted in parallel threads (criticism.py); cv.json records
-    # how many this job had.
+    # Minibatches are sampled and counted in parallel threads; cv.json records how many.
     threads: 4
     resources:
         mem_mb=4000,
     params:
-        settings=settings_of("criticism"),
+        settings=settings_of("criticism", "model.setup", "train.seed"),
     script:
         "../scripts/posterior_predictive_check.py"
 
 
-# Models with a batch key only (query_check_models in common.smk). Hold one batch out, train a
+# Models with a batch key whose class maps queries (checks.py). Hold one batch out, train a
 # reference on the others and map it with scArches; compared with the full model's latent.
 rule query_check:
     input:
         data="results/{model}/hvg.h5ad",
         dataset="results/{model}/dataset.json",
-        # the full model's latent posterior means, stored in the minified data (no counts)
-        full_model="results/{model}/minified",
+        # the full model's latent posterior means, stored with the published model's data
+        full_model=get_published_model,
     output:
         report(
             "results/{model}/criticism/query_check.json",
@@ -76,21 +75,110 @@ rule query_check:
     log:
         "logs/{model}/query_check.log",
     benchmark:
-        "results/{model}/resource_usage/query_check.tsv"
-    # After the posterior predictive checks: started first, its one thread kept their two
-    # waiting (the default run on 2 cores idled a core for 27 s).
+        benchmark_of("query_check")
+    # After the posterior predictive checks, which use more threads and are on the card's path.
     priority: -10
     conda:
         "../../envs/scvi.yaml"
-    # It trains a model, like the train rule, but its card waits for it: one thread lets it run
-    # beside the other report jobs (the default run on 2 cores: 3 min 11 s with 2 threads, when
-    # it held both cores). A thread count from the input size breaks `snakemake --report`.
+    # It trains a model like the train rule, but one thread lets it run beside the other
+    # report jobs on a small machine (benchmarks/README.md). Not sized from the input: a thread
+    # count from the input size breaks `snakemake --report`.
     threads: 1
     resources:
         gpu=gpu_request,
-        mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
-        runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
+        mem_mb=training_mem_mb,
+        runtime=training_runtime,
     params:
-        settings=settings_of("query_check"),
+        # the model's own recipe; only the criticism.query_* keys, so that another criticism
+        # key does not retrain the reference
+        settings=settings_of(
+            "name",
+            "model",
+            "train",
+            "criticism.query_check",
+            "criticism.query_batch",
+            "criticism.query_epochs",
+            "criticism.query_check_max_cells",
+        ),
     script:
         "../scripts/query_check.py"
+
+
+# Models with a classifier (checks.py): its labels of the validation cells, scored.
+rule label_transfer:
+    input:
+        model=get_published_model,
+    output:
+        summary="results/{model}/criticism/label_transfer.json",
+        per_label=report(
+            "results/{model}/criticism/label_transfer.tsv",
+            caption="../report/label_transfer.rst",
+            category="Label transfer",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "per-label table"},
+        ),
+        calibration="results/{model}/criticism/calibration.tsv",
+        confusion=report(
+            "results/{model}/report/confusion.png",
+            caption="../report/confusion.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "label confusion matrix"},
+        ),
+        calibration_figure=report(
+            "results/{model}/report/calibration.png",
+            caption="../report/calibration.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "label calibration"},
+        ),
+    log:
+        "logs/{model}/label_transfer.log",
+    benchmark:
+        benchmark_of("label_transfer")
+    conda:
+        "../../envs/scvi.yaml"
+    params:
+        settings=settings_of("model.setup"),
+    script:
+        "../scripts/label_transfer.py"
+
+
+# Models with a batch key: scib-metrics of the latent space beside the PCA baseline (jax and
+# scib-metrics in their own env; no other job imports them).
+rule integration:
+    input:
+        unpack(get_integration_inputs),
+    output:
+        summary="results/{model}/criticism/integration.json",
+        table=report(
+            "results/{model}/criticism/integration.tsv",
+            caption="../report/integration.rst",
+            category="Integration",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "metric table"},
+        ),
+        figure=report(
+            "results/{model}/report/integration.png",
+            caption="../report/integration_figure.rst",
+            category="Figures",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "integration metrics"},
+        ),
+    log:
+        "logs/{model}/integration.log",
+    benchmark:
+        benchmark_of("integration")
+    conda:
+        "../../envs/integration.yaml"
+    # Mostly jax compiling, one core's work (benchmarks/README.md): one thread lets it run
+    # beside the figures instead of holding both cores of a small machine.
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=settings_of(
+            "model.class", "model.setup", "criticism.integration_max_cells", "train.seed"
+        ),
+    script:
+        "../scripts/integration.py"

@@ -1,6 +1,6 @@
 rule builtin_dataset:
     output:
-        "resources/builtin/{name}.h5ad",
+        BUILTIN_DATA,
     log:
         "logs/builtin/{name}.log",
     conda:
@@ -11,53 +11,61 @@ rule builtin_dataset:
 
 rule download:
     output:
-        "resources/downloads/{digest}.h5ad",
+        DOWNLOADED_DATA,
     log:
         "logs/downloads/{digest}.log",
     localrule: True
     conda:
         "../../envs/scanpy.yaml"
     params:
-        url=lambda wc: download_source(wc).location,
-        sha256=lambda wc: download_source(wc).sha256,
-        checksum=lambda wc: download_source(wc).checksum,
+        url=lambda wc: get_download_source(wc).location,
+        sha256=lambda wc: get_download_source(wc).sha256,
+        checksum=lambda wc: get_download_source(wc).checksum,
     script:
-        "../scripts/download_dataset.py"
+        "../scripts/download.py"
 
 
 # One job per CELLxGENE id, whatever the number of models (tissues) that read it.
 rule cellxgene_download:
     output:
-        data="resources/cellxgene/{cellxgene_id}.h5ad",
-        record="resources/cellxgene/{cellxgene_id}.json",
+        data=CELLXGENE_DATA,
+        record=CELLXGENE_RECORD,
     log:
         "logs/cellxgene/{cellxgene_id}.log",
     localrule: True
     conda:
         "../../envs/scanpy.yaml"
     params:
-        sha256=lambda wc: cellxgene_source(wc).sha256,
-        checksum=lambda wc: cellxgene_source(wc).checksum,
+        sha256=lambda wc: get_cellxgene_source(wc).sha256,
+        checksum=lambda wc: get_cellxgene_source(wc).checksum,
     script:
         "../scripts/cellxgene_download.py"
 
 
 rule dataset:
     input:
-        unpack(dataset_inputs),
+        unpack(get_dataset_inputs),
     output:
         data=temp("results/{model}/dataset.h5ad"),
         summary="results/{model}/dataset.json",
     log:
         "logs/{model}/dataset.log",
     benchmark:
-        "results/{model}/benchmarks/dataset.tsv"
+        benchmark_of("dataset")
     conda:
         "../../envs/scanpy.yaml"
     params:
-        settings=settings_of("dataset"),
+        # the model's class and labels: what its labels column must hold
+        settings=settings_of(
+            "name",
+            "dataset",
+            "model.setup",
+            "model.class",
+            "model.every_cell_labelled",
+            "train.seed",
+        ),
     script:
-        "../scripts/prepare_dataset.py"
+        "../scripts/dataset.py"
 
 
 rule hvg:
@@ -74,10 +82,10 @@ rule hvg:
     log:
         "logs/{model}/hvg.log",
     benchmark:
-        "results/{model}/benchmarks/hvg.tsv"
+        benchmark_of("hvg")
     conda:
         "../../envs/scanpy.yaml"
     params:
-        settings=settings_of("hvg"),
+        settings=settings_of("hvg", "model.setup"),
     script:
-        "../scripts/select_hvg.py"
+        "../scripts/hvg.py"

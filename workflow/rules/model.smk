@@ -15,7 +15,7 @@ rule train:
     log:
         "logs/{model}/train.log",
     benchmark:
-        "results/{model}/resource_usage/train.tsv"
+        benchmark_of("train")
     # Every model's training first: it needs all cores, and the report jobs of a model that is
     # already trained (query check included) would otherwise hold one and make it wait.
     priority: 10
@@ -24,14 +24,16 @@ rule train:
     threads: 4
     resources:
         gpu=gpu_request,
-        mem_mb=lambda wc, input, attempt: (4000 + 6 * input.size_mb) * attempt,
-        runtime=lambda wc, input, attempt: (60 + input.size_mb // 10) * attempt,
+        mem_mb=training_mem_mb,
+        runtime=training_runtime,
     params:
-        settings=settings_of("train"),
+        # minify: whether model/ is the published folder, whose data keep the latent posterior
+        settings=settings_of("name", "model", "train", "minify"),
     script:
-        "../scripts/train_model.py"
+        "../scripts/train.py"
 
 
+# Only for models whose published folder is the minified one (get_published_model).
 rule minify:
     input:
         "results/{model}/model",
@@ -40,10 +42,10 @@ rule minify:
     log:
         "logs/{model}/minify.log",
     benchmark:
-        "results/{model}/benchmarks/minify.tsv"
+        benchmark_of("minify")
     conda:
         "../../envs/scvi.yaml"
     resources:
-        mem_mb=lambda wc, input, attempt: (2000 + 3 * input.size_mb) * attempt,
+        mem_mb=model_mem_mb,
     script:
-        "../scripts/minify_model.py"
+        "../scripts/minify.py"

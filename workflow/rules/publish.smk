@@ -1,6 +1,6 @@
 rule publish:
     input:
-        hub=hub_files,
+        hub=get_hub_files,
         model="results/{model}/model",
     output:
         "results/{model}/publish.json",
@@ -13,4 +13,4 @@ rule publish:
         # Settings only; the token is read from the environment inside the job.
         settings=settings_of("publish"),
     script:
-        "../scripts/publish_model.py"
+        "../scripts/publish.py"

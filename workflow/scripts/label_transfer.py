@@ -1,7 +1,7 @@
-"""Rule label_transfer: SCANVI's predictions on the validation split, scored; two figures."""
+"""Rule label_transfer: the classifier's labels of the validation split, scored; two figures."""
 
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow import figures
@@ -9,7 +9,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow.model_io import load_model
 
     output = snakemake.output  # noqa: F821
-    setup = from_text(snakemake.params.settings).setup  # noqa: F821
+    setup = from_text(snakemake.params.settings).model.setup  # noqa: F821
     # The published (minified) model: what a user of the hub model gets.
     model = load_model(snakemake.input.model)  # noqa: F821
     result = evaluate(

@@ -1,7 +1,7 @@
 """Rule posterior_predictive_check: CV metrics and the DE benchmark from one sampling pass."""
 
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow.criticism import posterior_predictive_check, read_obs

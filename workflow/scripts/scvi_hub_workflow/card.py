@@ -6,45 +6,18 @@ The card carries every section, front-matter key and tag of the published scvi-h
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import CardStep
-from .layout import DE_COLUMNS, latent_keys
-
-MODEL_TEXT = {
-    "SCVI": {
-        "intro": (
-            "ScVI is a variational inference model for single-cell RNA-seq data that can learn an "
-            "underlying latent space, integrate technical batches and impute dropouts.\n"
-            "The learned low-dimensional latent representation of the data can be used for "
-            "visualization and clustering.\n"
-            "scVI takes as input a scRNA-seq gene expression matrix with cells and genes."
-        ),
-        "guide": "scvi",
-        "paper": ("[scVI manuscript](https://www.nature.com/articles/s41592-018-0229-2)"),
-    },
-    "SCANVI": {
-        "intro": (
-            "ScANVI is a variational inference model for single-cell RNA-seq data that can learn "
-            "an underlying latent space, integrate technical batches and impute dropouts.\n"
-            "In addition, to scVI, ScANVI is a semi-supervised model that can leverage labeled "
-            "data to learn a cell-type classifier in the latent space and afterward predict cell "
-            "types of new data.\n"
-            "The learned low-dimensional latent representation of the data can be used for "
-            "visualization and clustering.\n"
-            "scANVI takes as input a scRNA-seq gene expression matrix with cells and genes as "
-            "well as a cell-type annotation for a subset of cells."
-        ),
-        "guide": "scanvi",
-        "paper": "[scANVI manuscript](https://www.embopress.org/doi/full/10.15252/msb.20209620)",
-    },
-}
+from .card_sections import fmt
+from .checks import CHECKS
+from .compat import import_scvi
+from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE
+from .model_kinds import kind_of
+from .settings import ModelSettings
 
 CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
            ("spearman", "Spearman Correlation"), ("r2", "R² (R-Squared)")]  # fmt: skip
@@ -71,6 +44,7 @@ class SavedModel:
         # HubModelCardHelper.from_dir reads model.pt with scvi-tools' loader and, for the
         # minified flag, adata.h5ad's uns; license and anndata version are not read from
         # the model (the card takes them from the settings and the training summary).
+        import_scvi()
         from scvi.hub import HubModelCardHelper
 
         helper = HubModelCardHelper.from_dir(str(model_dir), license_info="", anndata_version="")
@@ -96,28 +70,14 @@ def card_versions(saved: SavedModel, training: dict) -> dict[str, str]:
 
 @dataclass
 class CardInputs:
-    settings: CardStep
+    settings: ModelSettings  # those the card rule declares
     saved: SavedModel
     cv: dict
     de: dict
     training: dict
     versions: dict = field(default_factory=dict)
-    # SCANVI: label_transfer.json of the label_transfer rule
-    label_transfer: dict | None = None
-    # models with a batch key: integration.json of the integration rule
-    integration: dict | None = None
-    # models with a batch key: query_check.json of the query_check rule
-    query_check: dict | None = None
-
-
-def _fmt(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.2f}"
+    # the results of the optional checks that apply to the model, by check name (checks.py)
+    checks: dict[str, dict] = field(default_factory=dict)
 
 
 def _location(entry: dict) -> str:
@@ -128,6 +88,7 @@ def _location(entry: dict) -> str:
 def front_matter(inputs: CardInputs) -> dict:
     """The card's YAML header (library, license, tags), as scvi-tools' HubModelCardHelper
     writes it, so the tags stay the ones the hub searches by."""
+    import_scvi()
     from scvi.hub import HubModelCardHelper
     from scvi.utils import attrdict
 
@@ -144,7 +105,7 @@ def front_matter(inputs: CardInputs) -> dict:
         anndata_version=inputs.versions["anndata"],
         data_modalities=[s.card.modality],
         tissues=list(s.tissues),
-        data_is_annotated=bool(s.setup.labels_key),
+        data_is_annotated=bool(s.model.setup.labels_key),
         data_is_minified=saved.minified,
     )
     data = helper.model_card.data
@@ -158,7 +119,7 @@ def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -
     rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
     lines = [
         f"| {name} | "
-        + " | ".join(_fmt((cv.get(split) or {}).get(key)) for split, _ in splits)
+        + " | ".join(fmt((cv.get(split) or {}).get(key)) for split, _ in splits)
         + " |"
         for key, name in rows
     ]
@@ -172,7 +133,7 @@ def _de_table(de: dict) -> str:
     columns = CARD_DE_COLUMNS
     lines = ["| Index | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for row in de["groups"]:
-        lines.append(f"| {row['group']} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+        lines.append(f"| {row['group']} | " + " | ".join(fmt(row.get(c)) for c in columns) + " |")
     table = "\n".join(lines)
     return table + _left_out(de)
 
@@ -197,142 +158,6 @@ def _trained_for(training: dict) -> str:
     return f"{first['epochs']} epochs of {first['model_class']} pre-training, then {then}"
 
 
-def _label_transfer_section(lt: dict | None, model_class: str) -> list[str]:
-    """Label-transfer metrics, and how a user of the hub model gets predictions."""
-    if lt is None:
-        return []
-    qzm_key, _ = latent_keys(model_class)
-    rows = "\n".join(
-        f"| {r['label']} | {r['n_cells']} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
-        f"| {_fmt(r['f1'])} |"
-        for r in lt["per_label"]
-    )
-    truth = lt.get("unlabelled_vs_truth")
-    planted = (
-        f" On the {truth['n_cells']} unlabelled cells, against the labels planted by the "
-        f"simulation: accuracy {_fmt(truth['accuracy'])}, macro-F1 {_fmt(truth['macro_f1'])}."
-        if truth
-        else ""
-    )
-    return [
-        "Label transfer",
-        f"The model's predicted labels ({lt['labels_key']}) on the {lt['n_cells']} labelled "
-        "validation cells, which the classifier did not train on, predicted from the published "
-        f"(minified) model: accuracy {_fmt(lt['accuracy'])}, macro-F1 {_fmt(lt['macro_f1'])}, "
-        f"expected calibration error {_fmt(lt['ece'])} ({lt['n_bins']} bins of the predicted "
-        f"probability).{planted}",
-        "**Label transfer per label**:",
-        "| Label | Cells | Precision | Recall | F1 |\n| --- | --- | --- | --- | --- |\n" + rows,
-        "In scvi-tools 1.4.2, `model.predict()` fails on this minified model (`TypeError: "
-        "classify() got an unexpected keyword argument 'qzm'`). The classifier needs only the "
-        "stored latent posterior mean; this gives exactly the full model's `predict(soft=True)`:",
-        "```python\nimport pandas as pd\nimport torch\nfrom scvi.hub import HubModel\n\n"
-        'model = HubModel.pull_from_huggingface_hub("<repo_id>").model\n'
-        f'qzm = torch.as_tensor(model.adata.obsm["{qzm_key}"], dtype=torch.float32)\n'
-        "with torch.inference_mode():\n"
-        "    scores = model.module.classify_helper(qzm.to(model.device))\n"
-        "    if model.module.classifier.logits:\n"
-        "        scores = torch.softmax(scores, dim=-1)\n"
-        "labels = model._label_mapping[: scores.shape[1]]\n"
-        "probabilities = pd.DataFrame(scores.cpu().numpy(), model.adata.obs_names, labels)\n"
-        "predicted = probabilities.idxmax(axis=1)\n```",
-    ]
-
-
-def _integration_section(integration: dict | None) -> list[str]:
-    """scib-metrics of the latent space beside the PCA baseline, or why there are none."""
-    if integration is None:
-        return [
-            "Integration",
-            "Not computed: the model was set up without a batch key (model.setup.batch_key), so "
-            "there are no batches whose mixing could be measured.",
-        ]
-    i = integration
-    if i["label_source"] == "labels":
-        source = f"the labels in {i['labels_key']!r}"
-        if i["n_cells_unlabelled"]:
-            source += f" ({i['n_cells_unlabelled']} unlabelled cells left out)"
-    else:
-        source = (
-            f"Leiden clusters of the latent space ({i['labels_key']!r}, from the posterior "
-            "predictive check; the data have no labels)"
-        )
-    cells = (
-        f"a random {i['n_cells']} of the {i['n_cells_labelled']} cells (seed {i['seed']}, "
-        f"criticism.integration_max_cells {i['max_cells']})"
-        if i["subsampled"]
-        else f"all {i['n_cells']} {'labelled ' if i['label_source'] == 'labels' else ''}cells"
-    )
-    aggregates = {
-        "bio_conservation": "**Bio conservation** (aggregate)",
-        "batch_correction": "**Batch correction** (aggregate)",
-        "total": "**Total** (aggregate)",
-    }
-    rows = "\n".join(
-        f"| {aggregates.get(metric, metric)} | {_fmt(value)} | "
-        f"{_fmt(i['metrics']['pca'].get(metric))} |"
-        for metric, value in i["metrics"]["model"].items()
-    )
-    return [
-        "Integration",
-        "The integration metrics summarize how well the latent space removes batch effects "
-        f"({i['n_batches']} batches in {i['batch_key']!r}) while keeping biological variation, "
-        f"measured with scib-metrics on {cells}, grouped by {source}. Beside the model's latent "
-        "posterior means, the same cells are scored on the unintegrated baseline, a PCA of the "
-        "log-normalised HVG counts with as many components, so the numbers can be compared. "
-        "Scores are unscaled, higher is better; total = 0.4 x batch correction + 0.6 x bio "
-        f"conservation: {_fmt(i['total']['total'])} for the model, "
-        f"{_fmt(i['total_pca']['total'])} for the PCA. kBET is left out "
-        "(see docs/metrics.md of scvi-hub-workflow for the definitions).",
-        "**Integration**:",
-        "| Metric | Model | PCA baseline |\n| --- | --- | --- |\n" + rows,
-    ]
-
-
-def _query_section(qc: dict | None, batch_key: str | None) -> list[str]:
-    """The query mapping check: how the held-out batch maps onto a reference without it."""
-    title = "Query mapping"
-    if batch_key is None:
-        return [title, "Not computed: the model has no batch key (model.setup.batch_key), so "
-                "there is no batch to hold out and map."]  # fmt: skip
-    if qc is None:
-        return [title, "Not computed: criticism.query_check is false."]
-    if not qc.get("ran"):
-        return [title, f"Not computed: {qc['skipped_reason']}."]
-    phases = ", then ".join(
-        f"{p['epochs']} epochs of {p['model_class']}" for p in qc["reference_phases"]
-    )
-    text = (
-        f"To check how the model maps new data (scArches), the batch {qc['query_batch']} "
-        f"of {batch_key} ({qc['n_query_cells']} cells) was held out, a reference was trained "
-        f"with this model's settings on the other {qc['n_reference_cells']} cells ({phases}, "
-        f"seed {qc['seed']}), and the held-out batch was mapped onto it with "
-        f"`load_query_data` and {qc['query_epochs']} epochs of fine-tuning. Its mapped latent "
-        f"keeps {_fmt(qc['knn_overlap'])} of each cell's {qc['n_neighbours']} nearest "
-        f"neighbours in this model's latent (chance: {_fmt(qc['knn_overlap_chance'])})."
-    )
-    agreement = qc.get("label_agreement")
-    if agreement:
-        text += (
-            f" Labels transferred from the reference cells by their {qc['n_neighbours']} "
-            f"nearest neighbours match the {agreement['n_cells']} labelled query cells with "
-            f"accuracy {_fmt(agreement['accuracy'])}, macro-F1 {_fmt(agreement['macro_f1'])}."
-        )
-    classifier = qc.get("classifier")
-    if classifier:
-        text += (
-            " The classifier's labels of the mapped batch (its labels hidden during mapping): "
-            f"accuracy {_fmt(classifier['accuracy'])}, macro-F1 {_fmt(classifier['macro_f1'])}."
-        )
-    truth = qc.get("classifier_vs_truth")
-    if truth:
-        text += (
-            f" Against the labels planted by the simulation, on all {truth['n_cells']} query "
-            f"cells: accuracy {_fmt(truth['accuracy'])}."
-        )
-    return [title, text]
-
-
 def _json_block(data: dict) -> str:
     return "```json\n" + json.dumps(data, indent=2) + "\n```"
 
@@ -346,7 +171,7 @@ def render_card(inputs: CardInputs) -> str:
     cards (docs/card.md), section for section.
     """
     s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
-    text = MODEL_TEXT[saved.model_class]
+    text = kind_of(saved.model_class).card
     version = inputs.versions["scvi"]
     de_groups = (
         "cell types"
@@ -362,10 +187,10 @@ def render_card(inputs: CardInputs) -> str:
     setup = dict(saved.setup_args)
     sections = [
         "---\n" + yaml.safe_dump(front_matter(inputs), sort_keys=False) + "---",
-        text["intro"],
+        text.intro,
         f"We provide an extensive [user guide](https://docs.scvi-tools.org/en/{version}/user_guide/"
-        f"models/{text['guide']}.html).",
-        "- See our original manuscript for further details of the model:\n" + text["paper"] + ".",
+        f"models/{text.guide}.html).",
+        "- See our original manuscript for further details of the model:\n" + text.paper + ".",
         "- See our manuscript on [scvi-hub](https://www.biorxiv.org/content/10.1101/2024.03.01.582887v2)\n"
         "how to leverage pre-trained models.",
         "This model can be used for fine tuning on new data using our Arches framework:\n"
@@ -386,7 +211,7 @@ def render_card(inputs: CardInputs) -> str:
         "own split.",
         "**Cell-wise Coefficient of Variation**:",
         _cv_table(
-            cv["cell_wise"],
+            cv[CELL_WISE],
             [("train", "Training Value"), ("validation", "Validation Value")],
             ("n_cells", "Cells"),
         ),
@@ -394,7 +219,7 @@ def render_card(inputs: CardInputs) -> str:
         "genes is preserved by the generated model expression. This value is usually quite high.",
         "**Gene-wise Coefficient of Variation**:",
         _cv_table(
-            cv["gene_wise"],
+            cv[GENE_WISE],
             [("train", "Training Value"), ("validation", "Validation Value"), ("all", "All Cells")],
             ("n_genes", "Genes"),
         ),
@@ -411,9 +236,11 @@ def render_card(inputs: CardInputs) -> str:
         "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
         "**Differential expression**:",
         _de_table(de),
-        *_integration_section(inputs.integration),
-        *_label_transfer_section(inputs.label_transfer, saved.model_class),
-        *_query_section(inputs.query_check, s.setup.batch_key),
+        *(
+            line
+            for check in CHECKS
+            for line in check.card_section(inputs.checks.get(check.name), s)
+        ),
         "# Model Properties",
         "We provide here key parameters used to setup and train the model.",
         "Model Parameters",
@@ -450,11 +277,11 @@ def metadata(model_class: str, versions: dict, training_data_url: str | None) ->
         "anndata_version": versions["anndata"],
         "model_cls_name": model_class,
         "training_data_url": training_data_url,
-        "model_parent_module": "scvi.model",
+        "model_parent_module": kind_of(model_class).parent_module,
     }
 
 
-def with_source_url(settings: CardStep, dataset_summary: dict) -> CardStep:
+def with_source_url(settings: ModelSettings, dataset_summary: dict) -> ModelSettings:
     """Card settings whose `training_data_url` is the resolved source URL, unless configured.
 
     scvi-tools' `HubModel.read_large_training_adata` fetches the full data of a minified
@@ -462,5 +289,5 @@ def with_source_url(settings: CardStep, dataset_summary: dict) -> CardStep:
     """
     if settings.card.training_data_url or not dataset_summary.get("source_url"):
         return settings
-    card = dataclasses.replace(settings.card, training_data_url=dataset_summary["source_url"])
-    return dataclasses.replace(settings, card=card)
+    card = settings.card.replace(training_data_url=dataset_summary["source_url"])
+    return settings.replace(card=card)

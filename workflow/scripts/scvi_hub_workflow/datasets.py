@@ -1,4 +1,4 @@
-"""Datasets: built-in data, checksummed downloads, and validation of what was read."""
+"""The dataset step: read the configured cells and genes, validate them, write the clean copy."""
 
 from __future__ import annotations
 
@@ -12,119 +12,15 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import h5ad_io
-from .config import DatasetSettings, DatasetStep, Setup
 from .downloads import verify_file
-from .layout import BUILTIN_DATASETS
 from .rule_io import atomic_path, sha256_of
+from .settings import DatasetSettings, ModelSettings, Setup
 
 log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
     """The data does not fit the config: the message names the model, file and column."""
-
-
-# ---------------------------------------------------------------------------- built-in data
-
-
-def synthetic_iid(seed: int = 0) -> ad.AnnData:
-    """scvi-tools' synthetic IID counts, shaped as the SCVI reference card (400 x 100 genes)."""
-    import scvi
-
-    scvi.settings.seed = seed
-    adata = scvi.data.synthetic_iid(batch_size=200, n_genes=100, n_batches=2, n_labels=3)
-    # Keep RNA only: the protein and accessibility parts are not used by SCVI/SCANVI.
-    for key in list(adata.obsm):
-        del adata.obsm[key]
-    adata.X = sp.csr_matrix(adata.X.astype(np.float32))
-    adata.uns = {"source": "scvi.data.synthetic_iid(batch_size=200, n_genes=100)"}
-    return adata
-
-
-def simulated_atlas(
-    n_cells: int = 1500,
-    n_genes: int = 800,
-    n_cell_types: int = 6,
-    n_batches: int = 3,
-    n_markers: int = 20,
-    unlabeled_fraction: float = 0.1,
-    seed: int = 0,
-) -> ad.AnnData:
-    """A labelled negative-binomial simulation with batch effects and planted DE genes.
-
-    Each cell type up-regulates `n_markers` genes (log2 fold change 1.5-3) and down-regulates
-    half as many; each batch scales every gene by a log-normal factor (sd 0.3); library sizes
-    are log-normal. The truth is kept with the data: `obs["true_cell_type"]`,
-    `var["de_up_<type>"]`, `var["de_down_<type>"]` and `varm["true_log2fc"]`. A fraction of
-    cells get the label `unknown`, as in a partly annotated atlas.
-    """
-    rng = np.random.default_rng(seed)
-    types = [f"type_{i}" for i in range(n_cell_types)]
-    batches = [f"batch_{i}" for i in range(n_batches)]
-    base = rng.lognormal(mean=-1.0, sigma=1.2, size=n_genes)
-    log2fc = np.zeros((n_cell_types, n_genes))
-    up = np.zeros((n_cell_types, n_genes), dtype=bool)
-    down = np.zeros((n_cell_types, n_genes), dtype=bool)
-    for t in range(n_cell_types):
-        chosen = rng.choice(n_genes, size=n_markers + n_markers // 2, replace=False)
-        up[t, chosen[:n_markers]] = True
-        down[t, chosen[n_markers:]] = True
-        log2fc[t, chosen[:n_markers]] = rng.uniform(1.5, 3.0, n_markers)
-        log2fc[t, chosen[n_markers:]] = -rng.uniform(1.5, 3.0, n_markers // 2)
-    batch_effect = rng.lognormal(0.0, 0.3, size=(n_batches, n_genes))
-
-    cell_type = rng.choice(n_cell_types, size=n_cells, p=_uneven_proportions(n_cell_types, rng))
-    batch = rng.integers(n_batches, size=n_cells)
-    library = rng.lognormal(mean=np.log(1500), sigma=0.35, size=n_cells)
-    mean = base[None, :] * 2.0 ** log2fc[cell_type] * batch_effect[batch]
-    mean = mean / mean.sum(axis=1, keepdims=True) * library[:, None]
-    theta = 5.0  # NB inverse dispersion, typical of UMI data
-    counts = rng.poisson(rng.gamma(shape=theta, scale=mean / theta)).astype(np.float32)
-
-    labels = np.array(types, dtype=object)[cell_type]
-    masked = rng.random(n_cells) < unlabeled_fraction
-    labels = np.where(masked, "unknown", labels)
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical(labels),
-            "true_cell_type": pd.Categorical(np.array(types)[cell_type], categories=types),
-            "batch": pd.Categorical(np.array(batches)[batch], categories=batches),
-        },
-        index=[f"cell_{i}" for i in range(n_cells)],
-    )
-    var = pd.DataFrame(index=[f"gene_{i}" for i in range(n_genes)])
-    for t, name in enumerate(types):
-        var[f"de_up_{name}"] = up[t]
-        var[f"de_down_{name}"] = down[t]
-    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=var)
-    adata.varm["true_log2fc"] = log2fc.T
-    adata.uns["simulation"] = {
-        "cell_types": types,
-        "batches": batches,
-        "n_markers": n_markers,
-        "nb_theta": theta,
-        "seed": seed,
-    }
-    return adata
-
-
-def _uneven_proportions(n: int, rng: np.random.Generator) -> np.ndarray:
-    # Real tissues have common and rare types; DE on a rare type is the hard case.
-    weights = rng.uniform(0.3, 1.0, n) * np.linspace(2.0, 0.5, n)
-    return weights / weights.sum()
-
-
-BUILTINS = dict(zip(BUILTIN_DATASETS, (synthetic_iid, simulated_atlas), strict=True))
-
-
-def write_builtin(name: str, path: str | Path) -> None:
-    if name not in BUILTINS:
-        raise DatasetError(
-            f"unknown built-in dataset {name!r}; choose one of {', '.join(BUILTINS)}"
-        )
-    adata = BUILTINS[name]()
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip")
 
 
 # ---------------------------------------------------------------------------- validation
@@ -183,15 +79,17 @@ def _listed(names, limit: int = MAX_LISTED) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_cells(obs: pd.DataFrame, settings: DatasetStep, where: str) -> None:
+def check_cells(obs: pd.DataFrame, settings: ModelSettings, where: str) -> None:
     """Checks of the cells the model trains on (after subsampling), on the obs table alone."""
     check_unique_obs_names(obs.index, where)
-    if settings.model_class == "SCANVI":
-        check_scanvi_labels(
-            obs[settings.setup.labels_key],
-            column=settings.setup.labels_key,
-            unlabeled_category=settings.setup.unlabeled_category,
-            every_cell_labelled=settings.every_cell_labelled,
+    spec = settings.model
+    if spec.kind.has_unlabelled_cells:
+        check_partly_labelled(
+            obs[spec.setup.labels_key],
+            model_class=spec.model_class,
+            column=spec.setup.labels_key,
+            unlabeled_category=spec.setup.unlabeled_category,
+            every_cell_labelled=spec.every_cell_labelled,
             where=where,
         )
 
@@ -208,16 +106,17 @@ def check_unique_obs_names(names: pd.Index, where: str) -> None:
         )
 
 
-def check_scanvi_labels(
+def check_partly_labelled(
     labels: pd.Series,
     *,
+    model_class: str,
     column: str,
     unlabeled_category: str,
     every_cell_labelled: bool,
     where: str,
 ) -> None:
-    """SCANVI's labels: the unlabelled category is present (or the user says every cell is
-    labelled), and at least two annotated cell types remain for the classifier."""
+    """A semi-supervised model's labels: the unlabelled category is present (or the user says
+    every cell is labelled), and at least two annotated cell types remain for the classifier."""
     counts = labels.astype(str).value_counts()
     present = f"categories present: {_listed(counts.index, 20)}"
     if unlabeled_category not in counts.index and not every_cell_labelled:
@@ -230,12 +129,13 @@ def check_scanvi_labels(
     if known.empty:
         raise DatasetError(
             f"{where}: every cell is labelled {unlabeled_category!r} "
-            "(model.setup.unlabeled_category); SCANVI needs some annotated cells"
+            f"(model.setup.unlabeled_category); {model_class} needs some annotated cells"
         )
     if len(known) < 2:
         raise DatasetError(
             f"{where}: obs column {column!r} (model.setup.labels_key) has one annotated cell "
-            f"type ({_listed(known.index)}); SCANVI's classifier needs at least two. Use SCVI "
+            f"type ({_listed(known.index)}); {model_class}'s classifier needs at least two. "
+            "Use SCVI "
             "for data of a single cell type"
         )
 
@@ -318,7 +218,7 @@ def _gene_table(var: pd.DataFrame, gene_names: str | None, where: str) -> pd.Dat
 
 def prepare_dataset(
     source_path: str | Path,
-    settings: DatasetStep,
+    settings: ModelSettings,
     out_path: str | Path,
     record: dict | None = None,
 ) -> dict:
@@ -332,7 +232,7 @@ def prepare_dataset(
     (CELLxGENE: version id, URL, size, sha256). Returns a summary for the card and logs.
     """
     where = f"model {settings.name!r}, file {source_path}"
-    dataset, setup = settings.dataset, settings.setup
+    dataset, setup = settings.dataset, settings.model.setup
     # Downloads were verified as they arrived; a local file is verified here.
     local = dataset.location.kind == "path"
     if local and dataset.sha256:
@@ -359,7 +259,7 @@ def prepare_dataset(
         n_file_cells, n_genes = h5ad_io.element_shape(element)
         if n_file_cells == 0 or n_genes == 0:
             raise DatasetError(f"{where}: the data has {n_file_cells} cells x {n_genes} genes")
-        rows = select_cells(obs, dataset, settings.seed, where)
+        rows = select_cells(obs, dataset, settings.train.seed, where)
         obs = obs.iloc[rows].copy()
         _check_obs(obs, setup, where)
         for key in setup.categorical_columns():

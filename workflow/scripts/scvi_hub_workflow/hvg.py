@@ -21,8 +21,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import h5ad_io
-from .config import HvgSettings, HvgStep, Setup
 from .rule_io import atomic_path
+from .settings import HvgSettings, ModelSettings, Setup
 
 SPAN = 0.3  # scanpy's default for seurat_v3
 
@@ -172,7 +172,7 @@ def seurat_v3_table(
     return table
 
 
-def select_hvg(adata: ad.AnnData, settings: HvgStep) -> tuple[ad.AnnData, pd.DataFrame]:
+def select_hvg(adata: ad.AnnData, settings: ModelSettings) -> tuple[ad.AnnData, pd.DataFrame]:
     """In memory, with scanpy: subset to the highly variable genes; return it and the table.
 
     `seurat_v3` and `pearson_residuals` both expect counts. With `batch_aware` and a batch
@@ -182,7 +182,7 @@ def select_hvg(adata: ad.AnnData, settings: HvgStep) -> tuple[ad.AnnData, pd.Dat
     """
     import scanpy as sc
 
-    hvg, setup = settings.hvg, settings.setup
+    hvg, setup = settings.hvg, settings.model.setup
     _check_cells(adata.n_obs)
     n_top = hvg.n_top_genes
     batch_key = hvg_batch_key(adata.obs, hvg, setup)
@@ -234,14 +234,14 @@ def _record(hvg: HvgSettings, batch_key: str | None, n_selected: int) -> dict:
 
 
 def select_hvg_file(
-    source: str | Path, settings: HvgStep, out_path: str | Path, table_path: str | Path
+    source: str | Path, settings: ModelSettings, out_path: str | Path, table_path: str | Path
 ) -> tuple[int, int]:
     """The hvg step on the dataset step's file: select, write the table and the gene subset.
 
     `seurat_v3` streams the counts (above); the subset is written block by block, so memory
     does not grow with the number of cells. Returns (genes kept, genes in the file).
     """
-    hvg, setup = settings.hvg, settings.setup
+    hvg, setup = settings.hvg, settings.model.setup
     if hvg.flavor != "seurat_v3":
         selected, table = select_hvg(ad.read_h5ad(source), settings)
         _write_table(table, table_path)

@@ -18,10 +18,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .h5ad_io import iter_rows, read_frame
+from .layout import CLUSTER_COLUMN, TOTAL, TOTAL_PCA, latent_keys
+from .settings import ModelSettings
 
 MODEL, BASELINE = "model", "pca"
-# The obs column of the PPC's cells.tsv holding the Leiden clusters of unlabelled data.
-CLUSTER_COLUMN = "leiden"
 # scib-metrics' default metrics except kBET per label: measured 54 s for one 1,500-cell
 # embedding on 2 cores (jax re-compiles it for every label's cell count), more than the rest of
 # the benchmark together (benchmarks/integration.py). BRAS and iLISI measure batch mixing too.
@@ -30,7 +30,7 @@ LEFT_OUT_METRICS = {"kbet_per_label": "jax compiles it once per cell type: minut
 AGGREGATES = {
     "Bio conservation": "bio_conservation",
     "Batch correction": "batch_correction",
-    "Total": "total",
+    "Total": TOTAL,
 }
 
 
@@ -160,9 +160,9 @@ def score_embeddings(
     Columns: metric, type ("Bio conservation", "Batch correction", "Aggregate score") and one
     per embedding. ``baseline`` is the unintegrated embedding of PCR comparison.
     """
-    from .job_env import allow_jax
+    from .job_env import fast_xla_compile
 
-    allow_jax()
+    fast_xla_compile()
     import anndata as ad
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
 
@@ -216,8 +216,8 @@ def integration_summary(
         **cells.record,
         "baseline": "PCA of the log-normalised HVG counts (normalize_total, log1p)",
         "left_out_metrics": LEFT_OUT_METRICS,
-        "total": totals(table, MODEL),
-        "total_pca": totals(table, BASELINE),
+        TOTAL: totals(table, MODEL),
+        TOTAL_PCA: totals(table, BASELINE),
         "metrics": metrics,
         "seconds": timing,
     }
@@ -226,22 +226,20 @@ def integration_summary(
 def integrate(
     model_data: str | os.PathLike,
     counts_data: str | os.PathLike,
-    *,
-    latent_key: str,
-    batch_key: str,
-    labels: pd.Series | None,
-    labels_key: str | None,
-    unlabeled_category: str | None,
-    layer: str | None,
-    max_cells: int,
-    seed: int,
+    settings: ModelSettings,
+    labels: pd.Series | None = None,
     n_jobs: int = 1,
 ) -> tuple[dict, pd.DataFrame]:
-    """Score the model's latent means and the PCA baseline on the chosen cells.
+    """Score the model's latent means (``model_data``: the minified data) and the PCA baseline
+    of ``counts_data`` (the HVG counts) on the chosen cells.
 
-    ``labels``: the PPC's clusters (per cell of the model, in order) when ``labels_key`` is
-    None. Returns (integration.json, the metric x embedding table).
+    ``labels``: the PPC's clusters (per cell of the model, in order) when the model has no
+    labels key. Returns (integration.json, the metric x embedding table).
     """
+    setup = settings.model.setup
+    batch_key, labels_key, layer = setup.batch_key, setup.labels_key, setup.layer
+    latent_key, _ = latent_keys(settings.model.model_class)
+    max_cells, seed = settings.criticism.integration_max_cells, settings.train.seed
     start = time.perf_counter()
     obs = read_obs(model_data)
     source = label_source(labels_key)
@@ -253,7 +251,7 @@ def integrate(
         obs,
         batch_key=batch_key,
         labels=labels,
-        unlabeled_category=unlabeled_category if labels_key else None,
+        unlabeled_category=setup.unlabeled_category if labels_key else None,
         max_cells=max_cells,
         seed=seed,
     )

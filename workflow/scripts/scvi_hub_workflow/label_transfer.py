@@ -1,4 +1,5 @@
-"""Label transfer of a SCANVI model: predictions (also from a minified model) and their metrics.
+"""Label transfer of a model with a classifier: predictions (also from a minified model) and
+their metrics.
 
 Definitions in docs/metrics.md ("Label transfer"). The metrics are pure numpy/pandas functions;
 ``predict_probabilities`` needs scvi-tools and torch.
@@ -9,37 +10,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .layout import SPLIT_COLUMN, latent_keys
+from .compat import label_mapping, minified_label_probabilities
+from .layout import SPLIT_COLUMN, TRUTH_COLUMN, latent_keys
 
 # Bins of the predicted probability (confidence) for the calibration curve and ECE.
 N_CALIBRATION_BINS = 10
-# The built-in simulation keeps each cell's planted type here (datasets.simulated_atlas).
-TRUTH_COLUMN = "true_cell_type"
 
 
 def predict_probabilities(model) -> pd.DataFrame:
-    """Per-cell label probabilities (cells x labels) of a SCANVI model, full or minified.
-
-    scvi-tools 1.4.2's ``SCANVI.predict`` fails on minified data (``classify() got an
-    unexpected keyword argument 'qzm'``): it passes the stored latent posterior to the encoder
-    path. The classifier only needs the posterior mean, which the minified data store: with
-    ``use_posterior_mean=True`` (predict's default) this is exactly what ``predict`` computes
-    on the full data.
+    """Per-cell label probabilities (cells x labels) of a model with a classifier, full or
+    minified (scvi-tools' `predict` fails on minified data: compat.minified_label_probabilities).
     """
-    import torch
-
     if model.minified_data_type is None:
         return model.predict(soft=True)
     qzm_key, _ = latent_keys(type(model).__name__)
-    model.module.eval()
-    with torch.inference_mode():
-        qzm = torch.as_tensor(np.asarray(model.adata.obsm[qzm_key]), dtype=torch.float32)
-        scores = model.module.classify_helper(qzm.to(model.device))
-        if model.module.classifier.logits:
-            scores = torch.nn.functional.softmax(scores, dim=-1)
-    scores = scores.cpu().numpy()
-    # as predict: the classifier's classes are the label mapping without the unlabeled category
-    labels = model._label_mapping[: scores.shape[1]]
+    scores = minified_label_probabilities(model, model.adata.obsm[qzm_key])
+    labels = label_mapping(model, scores.shape[1])
     return pd.DataFrame(scores, index=model.adata.obs_names, columns=labels)
 
 

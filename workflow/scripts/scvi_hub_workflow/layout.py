@@ -55,9 +55,33 @@ DE_COLUMNS = (
     "n_true_two_sided",
 )
 
-# --- built-in datasets (resources/builtin/{name}.h5ad) ------------------------------------
+# --- inputs: built-in datasets and downloads land in resources/ ---------------------------
 
 BUILTIN_DATASETS = ("synthetic-iid", "simulated-atlas")
+BUILTIN_DATA = "resources/builtin/{name}.h5ad"
+DOWNLOADED_DATA = "resources/downloads/{digest}.h5ad"  # named by its checksum
+CELLXGENE_DATA = "resources/cellxgene/{cellxgene_id}.h5ad"
+CELLXGENE_RECORD = "resources/cellxgene/{cellxgene_id}.json"  # the version it resolved to
+
+# --- per-cell columns one step writes and another reads -----------------------------------
+
+# criticism/cells.tsv: the Leiden cluster of each cell (the DE groups of data without labels;
+# the integration metrics' groups then).
+CLUSTER_COLUMN = "leiden"
+# The built-in simulation keeps each cell's planted type here (datasets.simulated_atlas).
+TRUTH_COLUMN = "true_cell_type"
+
+# --- JSON keys one step writes and another reads ------------------------------------------
+
+# An optional check that did not run writes {RAN: false, SKIPPED_REASON: "<why>"}.
+RAN = "ran"
+SKIPPED_REASON = "skipped_reason"
+# cv.json: the cell-wise and gene-wise tables, metric by split.
+CELL_WISE = "cell_wise"
+GENE_WISE = "gene_wise"
+# integration.json: scib-metrics' aggregates of the model and of the PCA baseline.
+TOTAL = "total"
+TOTAL_PCA = "total_pca"
 
 # --- retries of network calls (downloads, Hub commits) ------------------------------------
 

@@ -16,9 +16,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from .config import QueryCheckStep, TrainStep
-from .label_transfer import TRUTH_COLUMN, label_metrics
-from .layout import DATA_FILE, latent_keys
+from .label_transfer import label_metrics
+from .layout import DATA_FILE, RAN, SKIPPED_REASON, TRUTH_COLUMN, latent_keys
+from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _labelled(labels: np.ndarray, unlabeled_category: str | None) -> np.ndarray:
 def run_query_check(
     data_path: str,
     full_latent: pd.DataFrame,
-    settings: QueryCheckStep,
+    settings: ModelSettings,
     cuda_available: bool | None = None,
 ) -> dict:
     """Hold out a batch of the training data (``data_path``: hvg.h5ad), train a reference
@@ -172,13 +172,13 @@ def run_query_check(
     from .training import train_kwargs, train_model
 
     started = time.perf_counter()
-    spec, train = settings.model, settings.train
-    setup = spec.setup
+    spec, train, criticism = settings.model, settings.train, settings.criticism
+    kind, setup = spec.kind, spec.setup
     batch_key, labels_key = setup.batch_key, setup.labels_key
     # backed: only the two slices are ever in memory, together as large as the training data
     backed = ad.read_h5ad(data_path, backed="r")
     obs = backed.obs
-    batch = choose_query_batch(obs[batch_key], settings.query_batch, batch_key)
+    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key)
     is_query = (obs[batch_key].astype(str) == batch).to_numpy()
     reference = backed[~is_query].to_memory()
     query = backed[is_query].to_memory()
@@ -188,19 +188,17 @@ def run_query_check(
     log.info("holding out %s=%s: %d query cells, %d reference cells",
              batch_key, batch, query.n_obs, reference.n_obs)  # fmt: skip
 
-    reference_model, _, reference_summary = train_model(
-        reference, TrainStep(settings.name, spec, train), cuda_available
-    )
+    reference_model, _, reference_summary = train_model(reference, settings, cuda_available)
     accelerator = reference_summary["accelerator"]
     model_cls = type(reference_model)
 
     truth = query.obs[labels_key].astype(str).to_numpy() if labels_key else None
     planted = query.obs[TRUTH_COLUMN].astype(str).to_numpy() if TRUTH_COLUMN in query.obs else None
-    if spec.model_class == "SCANVI":
+    if kind.has_unlabelled_cells:
         _hide_labels(query.obs, labels_key, setup.unlabeled_category)
     model_cls.prepare_query_anndata(query, reference_model)
     query_model = model_cls.load_query_data(query, reference_model, accelerator=accelerator)
-    kwargs = train_kwargs(train, accelerator, settings.query_epochs, "query mapping")
+    kwargs = train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
     # scArches: no weight decay, so the frozen reference weights stay exactly as trained
     kwargs["plan_kwargs"] = {**kwargs["plan_kwargs"], "weight_decay": 0.0}
     mapping_started = time.perf_counter()
@@ -211,7 +209,7 @@ def run_query_check(
     mapped = query_model.get_latent_representation()
     full = full_latent.loc[query.obs_names].to_numpy()
     result = {
-        "ran": True,
+        RAN: True,
         "batch_key": batch_key,
         "query_batch": batch,
         "n_query_cells": int(query.n_obs),
@@ -237,7 +235,7 @@ def run_query_check(
             mapped[known],
         )
         result["label_agreement"] = _headline(label_metrics(truth[known], probabilities)[0])
-        if spec.model_class == "SCANVI":
+        if kind.has_classifier:
             predicted = query_model.predict(soft=True)
             result["classifier"] = _headline(label_metrics(truth[known], predicted[known])[0])
             if planted is not None:
@@ -256,4 +254,16 @@ def _headline(summary: dict) -> dict:
 
 def skipped(reason: str) -> dict:
     """query_check.json of a check that did not run, and why."""
-    return {"ran": False, "skipped_reason": reason}
+    return {RAN: False, SKIPPED_REASON: reason}
+
+
+def check_query_mapping(
+    data_path: str, dataset_summary: dict, full_model_dir: str, settings: ModelSettings
+) -> dict:
+    """What the rule does: query_check.json for the model, run or skipped with the reason."""
+    c = settings.criticism
+    run, reason = should_run(c.query_check, dataset_summary["n_cells"], c.query_check_max_cells)
+    if not run:
+        return skipped(reason)
+    full = full_model_latent(full_model_dir, settings.model.model_class)
+    return run_query_check(data_path, full, settings)

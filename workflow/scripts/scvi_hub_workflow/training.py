@@ -1,4 +1,4 @@
-"""Training SCVI / SCANVI from the config, and minifying the trained model."""
+"""Training a model of any registered class from its settings, and minifying it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from .config import ModelSettings, TrainSettings, TrainStep
+from .compat import import_scvi, mark_minified
 from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
+from .model_io import scvi_class
+from .model_kinds import kind_of
+from .settings import ModelSettings, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,6 @@ def models_missing_a_gpu(models: dict[str, ModelSettings], cuda_available: bool)
         for name, s in models.items()
         if s.train.accelerator == "gpu" and not s.train.allow_cpu_fallback
     )
-
-
-def model_kwargs(params: dict, model_class: str) -> dict:
-    """Constructor arguments; `linear_classifier` exists only for SCANVI."""
-    kwargs = dict(params)
-    if model_class != "SCANVI":
-        kwargs.pop("linear_classifier", None)
-    return kwargs
 
 
 def train_kwargs(
@@ -99,63 +94,69 @@ def phase_summary(phase: str, model_class: str, history: dict[str, pd.DataFrame]
     return {"phase": phase, "model_class": model_class, "epochs": epochs}
 
 
-def train_model(adata: ad.AnnData, settings: TrainStep, cuda_available: bool | None = None):
-    """Set up, build and train the configured model; return (model, summary dict).
+def train_model(
+    adata: ad.AnnData,
+    settings: ModelSettings,
+    cuda_available: bool | None = None,
+    keep_latent: bool = False,
+):
+    """Set up, build and train the configured model (`settings.model`, `.train`); return
+    (model, history table, summary dict). With `keep_latent`, the latent posterior is stored in
+    `adata.obsm` (when the trained model's folder is the one published: `published_folder`).
 
-    The model's own train/validation/test split is written to `adata.obs["split"]`, so it
-    travels with the saved data and the posterior predictive check can use it.
+    A class that starts from a pre-trained model (`model.from_scvi`) first trains that class
+    with the same settings. The model's own train/validation/test split is written to
+    `adata.obs["split"]`, so it travels with the saved data and the criticism can use it.
     """
-    import scvi
+    scvi = import_scvi()
     import torch
 
     spec, train = settings.model, settings.train
-    model_class = spec.model_class
+    kind = spec.kind
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     accelerator = choose_accelerator(train.accelerator, train.allow_cpu_fallback, cuda)
     scvi.settings.seed = train.seed
-    setup = spec.setup.setup_anndata_kwargs(model_class)
-    params = model_kwargs(spec.params, model_class)
+    setup = spec.setup.setup_anndata_kwargs(kind)
+    params = kind.model_kwargs(spec.params)
     started = time.perf_counter()
     histories, phases = [], []
 
-    if model_class == "SCANVI" and spec.from_scvi:
-        scvi_setup = {k: v for k, v in setup.items() if k != "unlabeled_category"}
-        scvi.model.SCVI.setup_anndata(adata, **scvi_setup)
-        scvi_params = {k: v for k, v in params.items() if k != "linear_classifier"}
-        pretrained = scvi.model.SCVI(adata, **scvi_params)
-        log.info("pre-training SCVI: %s", pretrained)
+    if kind.pretrained_from and spec.from_scvi:
+        base = kind_of(kind.pretrained_from)
+        base_cls = scvi_class(base)
+        base_cls.setup_anndata(adata, **{k: v for k, v in setup.items() if k in base.setup_keys})
+        pretrained = base_cls(adata, **base.model_kwargs(spec.params))
+        log.info("pre-training %s: %s", base.name, pretrained)
         pretrained.train(
-            **train_kwargs(train, accelerator, train.scvi_max_epochs, "SCVI pre-training")
+            **train_kwargs(train, accelerator, train.scvi_max_epochs, f"{base.name} pre-training")
         )
-        histories.append(history_table(pretrained.history, "scvi"))
-        phases.append(phase_summary("scvi", "SCVI", pretrained.history))
-        extra = (
-            {"linear_classifier": params["linear_classifier"]}
-            if "linear_classifier" in params
-            else {}
-        )
-        model = scvi.model.SCANVI.from_scvi_model(
-            pretrained, unlabeled_category=setup["unlabeled_category"], **extra
-        )
+        phase = base.name.lower()
+        histories.append(history_table(pretrained.history, phase))
+        phases.append(phase_summary(phase, base.name, pretrained.history))
+        # this class's own setup keys and constructor parameters, on top of the pre-trained model
+        own_setup = {k: v for k, v in setup.items() if k not in base.setup_keys}
+        own_params = {k: params[k] for k in kind.own_params if k in params}
+        model = scvi_class(kind).from_scvi_model(pretrained, **own_setup, **own_params)
     else:
-        model_cls = getattr(scvi.model, model_class)
+        model_cls = scvi_class(kind)
         model_cls.setup_anndata(adata, **setup)
         model = model_cls(adata, **params)
 
-    log.info("training %s on %s: %s", model_class, accelerator, model)
-    kwargs = train_kwargs(train, accelerator, train.max_epochs, model_class)
-    if model_class == "SCANVI":
-        kwargs["n_samples_per_label"] = train.n_samples_per_label
+    log.info("training %s on %s: %s", kind.name, accelerator, model)
+    kwargs = train_kwargs(train, accelerator, train.max_epochs, kind.name)
+    kwargs.update({key: getattr(train, key) for key in kind.train_extras})
     model.train(**kwargs)
-    histories.append(history_table(model.history, model_class.lower()))
-    phases.append(phase_summary(model_class.lower(), model_class, model.history))
+    histories.append(history_table(model.history, kind.name.lower()))
+    phases.append(phase_summary(kind.name.lower(), kind.name, model.history))
     device = str(model.device)
     log.info("trained on device %s", device)
 
     split = record_split(model, adata)
+    if keep_latent:
+        store_latent(model)
 
     summary = {
-        "model_class": model_class,
+        "model_class": kind.name,
         "from_scvi": spec.from_scvi,
         "accelerator": accelerator,
         "device": device,
@@ -184,25 +185,26 @@ def record_split(model, adata: ad.AnnData) -> np.ndarray:
     return split
 
 
-def minify(model) -> tuple[str, str]:
-    """Store the latent posterior (qzm, qzv) in the model's AnnData and minify it in place."""
+def store_latent(model) -> tuple[str, str]:
+    """Store the latent posterior (qzm, qzv) in the model's AnnData, under the cards' keys."""
     qzm_key, qzv_key = latent_keys(type(model).__name__)
     qzm, qzv = model.get_latent_representation(give_mean=False, return_dist=True)
     model.adata.obsm[qzm_key] = qzm
     model.adata.obsm[qzv_key] = qzv
+    return qzm_key, qzv_key
+
+
+def minify(model) -> tuple[str, str]:
+    """Store the latent posterior (qzm, qzv) in the model's AnnData and minify it in place."""
+    qzm_key, qzv_key = store_latent(model)
     model.minify_adata(use_latent_qzm_key=qzm_key, use_latent_qzv_key=qzv_key)
-    # SCANVI.from_scvi_model registers its data with use_minified=False. Saved as is, the model
-    # reloads as if unminified and samples from the emptied X: every posterior sample is zero.
-    # (The published Tabula Sapiens card shows that state: "use_minified": false.)
-    setup_args = model.adata_manager._registry["setup_args"]
-    if "use_minified" in setup_args:
-        setup_args["use_minified"] = True
+    mark_minified(model)
     return qzm_key, qzv_key
 
 
 def minify_model(model_dir: str | Path, out_dir: str | Path) -> dict:
     """Load a trained model, minify it, and save it with its minified AnnData."""
-    import scvi
+    scvi = import_scvi()
 
     from .model_io import load_model
     from .rule_io import atomic_dir

@@ -8,8 +8,8 @@ import tempfile
 
 import pandas as pd
 
-from ..config import CriticismStep
 from ..layout import DE_COLUMNS
+from ..settings import ModelSettings
 from .accumulators import (
     DEFAULT_MEMORY_BUDGET,
     CoefficientOfVariation,
@@ -101,7 +101,7 @@ def criticise(
 def posterior_predictive_check(
     model_dir: str | os.PathLike,
     counts_path: str | os.PathLike,
-    settings: CriticismStep,
+    settings: ModelSettings,
     *,
     n_workers: int | None = None,
 ) -> tuple[Grouping, dict, pd.DataFrame, dict, CVValues]:
@@ -111,14 +111,14 @@ def posterior_predictive_check(
     per gene).
     """
     model = load_minified_model(model_dir)
-    c, setup = settings.criticism, settings.setup
+    c, setup, seed = settings.criticism, settings.model.setup, settings.train.seed
     grouping = resolve_groups(
         model,
         labels_key=setup.labels_key,
         unlabeled_category=setup.unlabeled_category,
         min_cells=c.min_cells,
         cluster_resolution=c.cluster_resolution,
-        seed=settings.seed,
+        seed=seed,
     )
     cv, table, summary, values = criticise(
         model,
@@ -127,7 +127,7 @@ def posterior_predictive_check(
         layer=setup.layer,
         n_samples=c.n_samples,
         batch_size=c.batch_size,
-        seed=settings.seed,
+        seed=seed,
         alpha=c.alpha,
         top_n=c.top_n,
         n_workers=n_workers,

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ..config import CriticismStep
-from ..layout import latent_keys
+from ..layout import CLUSTER_COLUMN, latent_keys
+from ..settings import ModelSettings
 
 # DE tests each group against the rest: fewer groups leave no "rest" to compare with.
 MIN_DE_GROUPS = 2
@@ -98,10 +98,10 @@ def read_obs(path: str | os.PathLike) -> pd.DataFrame:
         return anndata.io.read_elem(handle["obs"])
 
 
-def plan_groups(obs: pd.DataFrame, settings: CriticismStep) -> dict:
+def plan_groups(obs: pd.DataFrame, settings: ModelSettings) -> dict:
     """What the DE benchmark will compare, from the obs table before training (labels only:
     clusters exist after training)."""
-    setup, min_cells = settings.setup, settings.criticism.min_cells
+    setup, min_cells = settings.model.setup, settings.criticism.min_cells
     if setup.labels_key is None:
         return {"grouping": "clusters", "min_cells": min_cells}
     grouping = label_groups(
@@ -158,7 +158,7 @@ def cluster_groups(latent: np.ndarray, *, resolution: float, min_cells: int, see
         random_state=seed,
     )
     grouping = label_groups(
-        adata.obs["leiden"], unlabeled_category=None, min_cells=min_cells, key="leiden"
+        adata.obs[CLUSTER_COLUMN], unlabeled_category=None, min_cells=min_cells, key=CLUSTER_COLUMN
     )
     return dataclasses.replace(grouping, grouping="clusters")
 

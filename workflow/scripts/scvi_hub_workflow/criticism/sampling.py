@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..compat import data_loader
+
 
 @dataclass(frozen=True)
 class CountLikelihood:
@@ -39,10 +41,7 @@ def likelihood_blocks(
     import torch
 
     torch.manual_seed(seed)
-    n_cells = model.adata.n_obs
-    loader = model._make_data_loader(
-        adata=model.adata, indices=np.arange(n_cells), batch_size=batch_size, shuffle=False
-    )
+    loader = data_loader(model, batch_size)
     model.module.eval()
     start = 0
     with torch.inference_mode():

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import PublishSettings
 from ..layout import HUB_FILES
 from ..rule_io import sha256_of
+from ..settings import PublishSettings
 from .errors import PublishError
 
 # The Hub refuses files above 50 GB (https://huggingface.co/docs/hub/storage-limits).

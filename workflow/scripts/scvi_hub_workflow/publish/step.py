@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import PublishSettings
 from ..layout import ATTEMPTS, FIRST_WAIT_S
+from ..settings import PublishSettings
 from .commit import add_to_collection, commit_hub_folder, status_of
 from .errors import PublishError
 from .manifest import (

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from ..config import PublishSettings
+from ..settings import PublishSettings
 
 
 def find_token() -> str | None:

@@ -1,24 +1,13 @@
-"""Issue 10, "Operations" rows 11-16: how the workflow behaves as a running program.
+"""How the workflow behaves as a running program: file modes, which package a job imports,
+GPU requests on SLURM, threads, stopping on a signal, progress in the log.
 
-One test (or two) per row of the catalogue, named after it:
-
-| row | what                                              | test                                  |
-|-----|---------------------------------------------------|---------------------------------------|
-| 11  | outputs honour the umask (not 0600 / 0700)        | test_row11_*                          |
-| 12  | a job imports the package of its own workflow     | test_row12_*                          |
-| 13  | the rule, not the SLURM profile, asks for a GPU   | test_row13_*                          |
-| 14  | posterior_predictive_check threads, in cv.json    | test_row14_*                          |
-| 15  | SIGTERM / SIGINT stop a run in seconds, no output | test_row15_*                          |
-| 16  | training logs a line per epoch                    | test_row16_*                          |
-
-Row 13 is checked through a dry run with profiles/slurm and the SLURM plugin's own partition
-choice; tests/test_slurm.py (`pytest -m slurm`) runs the profile on a real scheduler.
+The SLURM requests are checked through a dry run with profiles/slurm and the SLURM plugin's own
+partition choice; tests/test_slurm.py (`pytest -m slurm`) runs the profile on a real scheduler.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import re
@@ -34,24 +23,24 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import ROOT, SNAKEMAKE, TINY_CONFIG
+from helpers import ROOT, SNAKEMAKE, TINY_CONFIG, declared_keys, rule_settings
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.rule_io import atomic_dir, atomic_path, write_json
+from scvi_hub_workflow.settings import ModelSettings, to_text
 
 SCRIPTS = ROOT / "workflow" / "scripts"
 
 
-def tiny_settings(model: str = "tiny-scvi", **train) -> config_model.TrainStep:
+def tiny_settings(model: str = "tiny-scvi", **train) -> ModelSettings:
     """The train rule's settings for a model of the tiny config, with `train` overrides."""
     settings = config_model.resolve(yaml.safe_load(TINY_CONFIG.read_text()))[model]
-    settings = dataclasses.replace(settings, train=dataclasses.replace(settings.train, **train))
-    return config_model.step_settings(settings, "train")
+    return rule_settings(settings.replace(train=settings.train.replace(**train)), "train")
 
 
-# --- row 11: umask --------------------------------------------------------------------------------
+# --- umask --------------------------------------------------------------------------------
 
 
-def test_row11_outputs_honour_the_umask(tmp_path):
+def test_outputs_honour_the_umask(tmp_path):
     old = os.umask(0o002)  # a group-shared project folder
     try:
         with atomic_path(tmp_path / "table.tsv") as tmp:
@@ -67,11 +56,11 @@ def test_row11_outputs_honour_the_umask(tmp_path):
     assert (tmp_path / "model" / "model.pt").stat().st_mode & 0o777 == 0o664
 
 
-# --- row 12: import path of the jobs --------------------------------------------------------------
+# --- import path of the jobs --------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_row12_jobs_import_the_package_of_the_workflow_that_runs_them(tmp_path):
+def test_jobs_import_the_package_of_the_workflow_that_runs_them(tmp_path):
     # A second checkout, run with this venv, whose editable install points at this checkout.
     other = tmp_path / "other-checkout"
     other.mkdir()
@@ -103,7 +92,7 @@ def test_row12_jobs_import_the_package_of_the_workflow_that_runs_them(tmp_path):
     assert Path(marker.read_text()).is_relative_to(other)
 
 
-# --- row 13: who asks for the GPU on SLURM --------------------------------------------------------
+# --- who asks for the GPU on SLURM --------------------------------------------------------
 
 ACCELERATOR_CONFIG = {
     "defaults": {"publish": {"enabled": False}},
@@ -156,7 +145,7 @@ def slurm_partition_for(resources: dict[str, str], threads: int = 1) -> str | No
     return get_best_partition(partitions, job, logging.getLogger("slurm-plugin"))
 
 
-def test_row13_a_cpu_model_requests_no_gpu_on_slurm(slurm_dry_run_jobs):
+def test_a_cpu_model_requests_no_gpu_on_slurm(slurm_dry_run_jobs):
     cpu = slurm_dry_run_jobs["train", "cpu-model"]
     assert cpu.get("gpu", "0") == "0", cpu
     assert "slurm_partition" not in cpu, "the profile, not the plugin, chose the partition"
@@ -164,7 +153,7 @@ def test_row13_a_cpu_model_requests_no_gpu_on_slurm(slurm_dry_run_jobs):
         assert slurm_dry_run_jobs["train", f"{accelerator}-model"]["gpu"] == "1"
 
 
-def test_row13_each_job_lands_in_the_partition_its_gpu_request_fits(slurm_dry_run_jobs):
+def test_each_job_lands_in_the_partition_its_gpu_request_fits(slurm_dry_run_jobs):
     partitions = yaml.safe_load((ROOT / "profiles" / "slurm" / "partitions.yaml").read_text())
     gpu_partitions = {n for n, p in partitions["partitions"].items() if p.get("max_gpu", 0) > 0}
     assert gpu_partitions == {"gpu"}  # the name tests/test_slurm.py's cluster has
@@ -175,10 +164,10 @@ def test_row13_each_job_lands_in_the_partition_its_gpu_request_fits(slurm_dry_ru
         assert (chosen in gpu_partitions) == wants_gpu, (rule, model, chosen)
 
 
-# --- row 14: criticism threads --------------------------------------------------------------------
+# --- criticism threads --------------------------------------------------------------------
 
 
-def test_row14_criticism_declares_threads_and_records_them(workflow_rules, minified_model):
+def test_criticism_declares_threads_and_records_them(workflow_rules, minified_model):
     from scvi_hub_workflow import criticism
 
     rule = next(r for r in workflow_rules if r.name == "posterior_predictive_check")
@@ -194,7 +183,7 @@ def test_row14_criticism_declares_threads_and_records_them(workflow_rules, minif
     assert cv["threads"] == 3
 
 
-# --- row 15: stopping -----------------------------------------------------------------------------
+# --- stopping -----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -230,16 +219,17 @@ def stop_and_time(proc: subprocess.Popen, signum: int, timeout_s: float = 30) ->
 
 
 @pytest.mark.slow
-def test_row15_sigterm_stops_a_training_job_within_seconds(tmp_path):
+def test_sigterm_stops_a_training_job_within_seconds(tmp_path):
     # The train rule's script, run as SLURM runs it, with training that would take hours.
-    long_training = config_model.to_text(tiny_settings(max_epochs=100_000, early_stopping=False))
+    settings = tiny_settings(max_epochs=100_000, early_stopping=False)
+    long_training = to_text(settings, declared_keys("train"))
     log, model_dir, summary_path = (str(tmp_path / n) for n in ("train.log", "model", "summary"))
     driver = tmp_path / "train_job.py"
     driver.write_text(
         textwrap.dedent(
             f"""
             import scvi
-            from scvi_hub_workflow.config import from_text
+            from scvi_hub_workflow.settings import from_text
             from scvi_hub_workflow.rule_io import atomic_dir, logged_to, write_json
             from scvi_hub_workflow.training import train_model
 
@@ -261,7 +251,7 @@ def test_row15_sigterm_stops_a_training_job_within_seconds(tmp_path):
 
 
 @pytest.mark.slow
-def test_row15_sigint_to_snakemake_stops_training_within_seconds(tmp_path):
+def test_sigint_to_snakemake_stops_training_within_seconds(tmp_path):
     import psutil
 
     config = tmp_path / "config.yaml"
@@ -298,10 +288,10 @@ def test_row15_sigint_to_snakemake_stops_training_within_seconds(tmp_path):
     assert not list(training.glob(".model.*")), "a temporary model folder was left behind"
 
 
-# --- row 16: training progress in the log ---------------------------------------------------------
+# --- training progress in the log ---------------------------------------------------------
 
 
-def test_row16_training_logs_each_epoch_with_losses_elapsed_and_eta(caplog):
+def test_training_logs_each_epoch_with_losses_elapsed_and_eta(caplog):
     import scvi
     from scvi_hub_workflow.training import train_model
 
@@ -316,7 +306,7 @@ def test_row16_training_logs_each_epoch_with_losses_elapsed_and_eta(caplog):
         assert re.search(r"elapsed \d+s, ETA \d+s$", line), line
 
 
-def test_row16_a_long_epoch_logs_every_few_seconds(caplog):
+def test_a_long_epoch_logs_every_few_seconds(caplog):
     from scvi_hub_workflow.progress import ProgressLog
 
     caplog.set_level(logging.INFO)

@@ -5,17 +5,17 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.figures import model_figures, save_png
 from scvi_hub_workflow.layout import DATA_FILE, latent_keys
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     settings = from_text(snakemake.params.settings)  # noqa: F821
     # The minified data hold no counts: only obs and the latent posterior are read.
     adata = ad.read_h5ad(Path(inputs.model) / DATA_FILE)
-    qzm_key, _ = latent_keys(settings.model_class)
+    qzm_key, _ = latent_keys(settings.model.model_class)
     figures = model_figures(
         pd.read_csv(inputs.history, sep="\t", index_col="epoch"),
         adata.obs,
@@ -23,9 +23,9 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         pd.read_csv(inputs.cv_cells, sep="\t", index_col="cell"),
         pd.read_csv(inputs.cv_genes, sep="\t", index_col="gene"),
         pd.read_csv(inputs.de, sep="\t"),
-        batch_key=settings.setup.batch_key,
-        labels_key=settings.setup.labels_key,
-        seed=settings.seed,
+        batch_key=settings.model.setup.batch_key,
+        labels_key=settings.model.setup.labels_key,
+        seed=settings.train.seed,
     )
     for name, figure in figures.items():
         with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821

@@ -3,9 +3,9 @@
 import json
 from pathlib import Path
 
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.datasets import prepare_dataset
 from scvi_hub_workflow.rule_io import logged_to, write_json
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     inputs = snakemake.input  # noqa: F821

@@ -2,15 +2,15 @@
 
 from pathlib import Path
 
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.publish import run
 from scvi_hub_workflow.rule_io import logged_to
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     receipt = run(
         Path(snakemake.input.hub[0]).parent,  # noqa: F821  (the hub folder)
         snakemake.input.model,  # noqa: F821
-        from_text(snakemake.params.settings),  # noqa: F821
+        from_text(snakemake.params.settings).publish,  # noqa: F821
         snakemake.output[0],  # noqa: F821
     )
     if receipt["published"]:

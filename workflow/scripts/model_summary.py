@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from scvi_hub_workflow.checks import CHECKS
 from scvi_hub_workflow.model_summary import summary_row, summary_table
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
 
@@ -11,21 +12,22 @@ def read(path):
     return json.loads(Path(path).read_text())
 
 
+def by_model(paths):
+    # results/{model}/<step>/<file>: the model is the folder two levels up
+    return {Path(p).parts[-3]: read(p) for p in paths}
+
+
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
-    # results/{model}/<step>/<file>: the model is the folder two levels up
-    transfers = {Path(p).parts[-3]: read(p) for p in inputs.label_transfer}
-    integrations = {Path(p).parts[-3]: read(p) for p in inputs.integration}
-    queries = {Path(p).parts[-3]: read(p) for p in inputs.query_check}
+    # each optional check's results are an input named after it, for the models it applies to
+    results = {check.name: by_model(getattr(inputs, check.name, [])) for check in CHECKS}
     rows = [
         summary_row(
             name := Path(t).parts[-3],
             read(t),
             read(c),
             read(d),
-            transfers.get(name),
-            integrations.get(name),
-            queries.get(name),
+            {check: found[name] for check, found in results.items() if name in found},
         )
         for t, c, d in zip(inputs.training, inputs.cv, inputs.de, strict=True)
     ]

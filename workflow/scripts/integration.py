@@ -1,32 +1,26 @@
 """Rule integration: scib-metrics of the model's latent means beside the PCA baseline."""
 
 import pandas as pd
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_path, logged_to, write_json
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow import figures
-    from scvi_hub_workflow.integration import CLUSTER_COLUMN, integrate
-    from scvi_hub_workflow.layout import DATA_FILE, latent_keys
+    from scvi_hub_workflow.integration import integrate
+    from scvi_hub_workflow.layout import CLUSTER_COLUMN, DATA_FILE
 
     inputs, output = snakemake.input, snakemake.output  # noqa: F821
-    step = from_text(snakemake.params.settings)  # noqa: F821
-    setup = step.setup
     # Without labels: the Leiden clusters the posterior predictive check wrote, per cell.
     clusters = (
-        None if setup.labels_key else pd.read_csv(inputs.cells, sep="\t", dtype=str)[CLUSTER_COLUMN]
+        pd.read_csv(inputs.cells, sep="\t", dtype=str)[CLUSTER_COLUMN]
+        if hasattr(inputs, "cells")
+        else None
     )
     summary, table = integrate(
         f"{inputs.model}/{DATA_FILE}",
         inputs.data,
-        latent_key=latent_keys(step.model_class)[0],
-        batch_key=setup.batch_key,
+        from_text(snakemake.params.settings),  # noqa: F821
         labels=clusters,
-        labels_key=setup.labels_key,
-        unlabeled_category=setup.unlabeled_category,
-        layer=setup.layer,
-        max_cells=step.max_cells,
-        seed=step.seed,
         n_jobs=snakemake.threads,  # noqa: F821
     )
     write_json(output.summary, summary)

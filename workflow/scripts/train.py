@@ -1,16 +1,19 @@
-"""Rule train: train SCVI or SCANVI; save the model with its data, history and summary."""
+"""Rule train: train the configured model; save it with its data, history and summary."""
 
 import anndata as ad
 import torch
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.rule_io import atomic_dir, atomic_path, logged_to, write_json
+from scvi_hub_workflow.settings import from_text
 from scvi_hub_workflow.training import train_model
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
+    settings = from_text(snakemake.params.settings)  # noqa: F821
     model, history, summary = train_model(
         ad.read_h5ad(snakemake.input[0]),  # noqa: F821
-        from_text(snakemake.params.settings),  # noqa: F821
+        settings,
+        # the published folder's data carry the latent posterior the criticism reads
+        keep_latent=settings.published_folder == "model",
     )
     with atomic_dir(snakemake.output.model) as tmp:  # noqa: F821
         model.save(str(tmp), overwrite=True, save_anndata=True)

@@ -11,35 +11,33 @@ from scvi_hub_workflow.card import (
     render_card,
     with_source_url,
 )
-from scvi_hub_workflow.config import from_text
+from scvi_hub_workflow.checks import CHECKS
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
+from scvi_hub_workflow.settings import from_text
+
+
+def read(path):
+    return json.loads(Path(path).read_text())
+
 
 with logged_to(snakemake.log[0]):  # noqa: F821
     inputs = snakemake.input  # noqa: F821
-    dataset = json.loads(Path(inputs.dataset).read_text())
-    settings = with_source_url(from_text(snakemake.params.settings), dataset)  # noqa: F821
+    settings = with_source_url(from_text(snakemake.params.settings), read(inputs.dataset))  # noqa: F821
     saved = SavedModel.from_dir(inputs.model)
-    training = json.loads(Path(inputs.training).read_text())
+    training = read(inputs.training)
     found = card_versions(saved, training)
     card = render_card(
         CardInputs(
             settings=settings,
             saved=saved,
-            cv=json.loads(Path(inputs.cv).read_text()),
-            de=json.loads(Path(inputs.de).read_text()),
+            cv=read(inputs.cv),
+            de=read(inputs.de),
             training=training,
             versions=found,
-            label_transfer=(
-                json.loads(Path(inputs.label_transfer).read_text())
-                if inputs.label_transfer
-                else None
-            ),
-            integration=(
-                json.loads(Path(inputs.integration).read_text()) if inputs.integration else None
-            ),
-            query_check=(
-                json.loads(Path(inputs.query_check).read_text()) if inputs.query_check else None
-            ),
+            # the optional checks that apply to this model are inputs named after them
+            checks={
+                c.name: read(getattr(inputs, c.name)) for c in CHECKS if hasattr(inputs, c.name)
+            },
         )
     )
     meta = metadata(saved.model_class, found, settings.card.training_data_url)

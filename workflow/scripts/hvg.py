@@ -1,8 +1,8 @@
 """Rule hvg: select highly variable genes on counts and subset the data."""
 
-from scvi_hub_workflow.config import from_text
 from scvi_hub_workflow.hvg import select_hvg_file
 from scvi_hub_workflow.rule_io import logged_to
+from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     kept, total = select_hvg_file(

@@ -1,0 +1,161 @@
+"""The model card's sections of the optional checks (integration, label transfer, query
+mapping): one renderer per check, called by the card through the checks registry (checks.py).
+
+Each takes the check's result (its JSON, or None when the check does not apply to the model)
+and the card's settings, and returns the section: its title, then its paragraphs and tables.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .layout import RAN, SKIPPED_REASON, TOTAL, TOTAL_PCA, latent_keys
+from .settings import ModelSettings
+
+
+def fmt(value) -> str:
+    """A card number: two decimals, integers as they are, n/a for missing or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.2f}"
+
+
+def integration_section(integration: dict | None, settings: ModelSettings) -> list[str]:
+    """scib-metrics of the latent space beside the PCA baseline, or why there are none."""
+    if integration is None:
+        return [
+            "Integration",
+            "Not computed: the model was set up without a batch key (model.setup.batch_key), so "
+            "there are no batches whose mixing could be measured.",
+        ]
+    i = integration
+    if i["label_source"] == "labels":
+        source = f"the labels in {i['labels_key']!r}"
+        if i["n_cells_unlabelled"]:
+            source += f" ({i['n_cells_unlabelled']} unlabelled cells left out)"
+    else:
+        source = (
+            f"Leiden clusters of the latent space ({i['labels_key']!r}, from the posterior "
+            "predictive check; the data have no labels)"
+        )
+    cells = (
+        f"a random {i['n_cells']} of the {i['n_cells_labelled']} cells (seed {i['seed']}, "
+        f"criticism.integration_max_cells {i['max_cells']})"
+        if i["subsampled"]
+        else f"all {i['n_cells']} {'labelled ' if i['label_source'] == 'labels' else ''}cells"
+    )
+    aggregates = {
+        "bio_conservation": "**Bio conservation** (aggregate)",
+        "batch_correction": "**Batch correction** (aggregate)",
+        "total": "**Total** (aggregate)",
+    }
+    rows = "\n".join(
+        f"| {aggregates.get(metric, metric)} | {fmt(value)} | "
+        f"{fmt(i['metrics']['pca'].get(metric))} |"
+        for metric, value in i["metrics"]["model"].items()
+    )
+    return [
+        "Integration",
+        "The integration metrics summarize how well the latent space removes batch effects "
+        f"({i['n_batches']} batches in {i['batch_key']!r}) while keeping biological variation, "
+        f"measured with scib-metrics on {cells}, grouped by {source}. Beside the model's latent "
+        "posterior means, the same cells are scored on the unintegrated baseline, a PCA of the "
+        "log-normalised HVG counts with as many components, so the numbers can be compared. "
+        "Scores are unscaled, higher is better; total = 0.4 x batch correction + 0.6 x bio "
+        f"conservation: {fmt(i[TOTAL][TOTAL])} for the model, "
+        f"{fmt(i[TOTAL_PCA][TOTAL])} for the PCA. kBET is left out "
+        "(see docs/metrics.md of scvi-hub-workflow for the definitions).",
+        "**Integration**:",
+        "| Metric | Model | PCA baseline |\n| --- | --- | --- |\n" + rows,
+    ]
+
+
+def label_transfer_section(lt: dict | None, settings: ModelSettings) -> list[str]:
+    """Label-transfer metrics, and how a user of the hub model gets predictions."""
+    if lt is None:
+        return []
+    qzm_key, _ = latent_keys(settings.model.model_class)
+    rows = "\n".join(
+        f"| {r['label']} | {r['n_cells']} | {fmt(r['precision'])} | {fmt(r['recall'])} "
+        f"| {fmt(r['f1'])} |"
+        for r in lt["per_label"]
+    )
+    truth = lt.get("unlabelled_vs_truth")
+    planted = (
+        f" On the {truth['n_cells']} unlabelled cells, against the labels planted by the "
+        f"simulation: accuracy {fmt(truth['accuracy'])}, macro-F1 {fmt(truth['macro_f1'])}."
+        if truth
+        else ""
+    )
+    return [
+        "Label transfer",
+        f"The model's predicted labels ({lt['labels_key']}) on the {lt['n_cells']} labelled "
+        "validation cells, which the classifier did not train on, predicted from the published "
+        f"(minified) model: accuracy {fmt(lt['accuracy'])}, macro-F1 {fmt(lt['macro_f1'])}, "
+        f"expected calibration error {fmt(lt['ece'])} ({lt['n_bins']} bins of the predicted "
+        f"probability).{planted}",
+        "**Label transfer per label**:",
+        "| Label | Cells | Precision | Recall | F1 |\n| --- | --- | --- | --- | --- |\n" + rows,
+        "In scvi-tools 1.4.2, `model.predict()` fails on this minified model (`TypeError: "
+        "classify() got an unexpected keyword argument 'qzm'`). The classifier needs only the "
+        "stored latent posterior mean; this gives exactly the full model's `predict(soft=True)`:",
+        "```python\nimport pandas as pd\nimport torch\nfrom scvi.hub import HubModel\n\n"
+        'model = HubModel.pull_from_huggingface_hub("<repo_id>").model\n'
+        f'qzm = torch.as_tensor(model.adata.obsm["{qzm_key}"], dtype=torch.float32)\n'
+        "with torch.inference_mode():\n"
+        "    scores = model.module.classify_helper(qzm.to(model.device))\n"
+        "    if model.module.classifier.logits:\n"
+        "        scores = torch.softmax(scores, dim=-1)\n"
+        "labels = model._label_mapping[: scores.shape[1]]\n"
+        "probabilities = pd.DataFrame(scores.cpu().numpy(), model.adata.obs_names, labels)\n"
+        "predicted = probabilities.idxmax(axis=1)\n```",
+    ]
+
+
+def query_check_section(qc: dict | None, settings: ModelSettings) -> list[str]:
+    """The query mapping check: how the held-out batch maps onto a reference without it."""
+    title = "Query mapping"
+    batch_key = settings.model.setup.batch_key
+    if batch_key is None:
+        return [title, "Not computed: the model has no batch key (model.setup.batch_key), so "
+                "there is no batch to hold out and map."]  # fmt: skip
+    if qc is None:
+        return [title, "Not computed: criticism.query_check is false."]
+    if not qc.get(RAN):
+        return [title, f"Not computed: {qc[SKIPPED_REASON]}."]
+    phases = ", then ".join(
+        f"{p['epochs']} epochs of {p['model_class']}" for p in qc["reference_phases"]
+    )
+    text = (
+        f"To check how the model maps new data (scArches), the batch {qc['query_batch']} "
+        f"of {batch_key} ({qc['n_query_cells']} cells) was held out, a reference was trained "
+        f"with this model's settings on the other {qc['n_reference_cells']} cells ({phases}, "
+        f"seed {qc['seed']}), and the held-out batch was mapped onto it with "
+        f"`load_query_data` and {qc['query_epochs']} epochs of fine-tuning. Its mapped latent "
+        f"keeps {fmt(qc['knn_overlap'])} of each cell's {qc['n_neighbours']} nearest "
+        f"neighbours in this model's latent (chance: {fmt(qc['knn_overlap_chance'])})."
+    )
+    agreement = qc.get("label_agreement")
+    if agreement:
+        text += (
+            f" Labels transferred from the reference cells by their {qc['n_neighbours']} "
+            f"nearest neighbours match the {agreement['n_cells']} labelled query cells with "
+            f"accuracy {fmt(agreement['accuracy'])}, macro-F1 {fmt(agreement['macro_f1'])}."
+        )
+    classifier = qc.get("classifier")
+    if classifier:
+        text += (
+            " The classifier's labels of the mapped batch (its labels hidden during mapping): "
+            f"accuracy {fmt(classifier['accuracy'])}, macro-F1 {fmt(classifier['macro_f1'])}."
+        )
+    truth = qc.get("classifier_vs_truth")
+    if truth:
+        text += (
+            f" Against the labels planted by the simulation, on all {truth['n_cells']} query "
+            f"cells: accuracy {fmt(truth['accuracy'])}."
+        )
+    return [title, text]

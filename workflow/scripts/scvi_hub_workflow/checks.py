@@ -1,0 +1,105 @@
+"""The optional checks: criticism that applies to some models only, one registry entry each.
+
+An entry names the check (its rule in workflow/rules/criticism.smk and its result,
+`results/{model}/criticism/<name>.json`), which models it applies to, its card section and its
+columns in `results/models.tsv`. The workflow's DAG (the card's and the summary's inputs, the
+report), the card and the summary iterate over `CHECKS`; a new check is a producer (rule, script,
+module), a card section (card_sections.py) and an entry here.
+
+A check that applies to a model but cannot run on its data writes `{"ran": false,
+"skipped_reason": ...}` (layout.RAN, layout.SKIPPED_REASON); its section says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import card_sections
+from .layout import RAN, TOTAL, TOTAL_PCA
+from .settings import ModelSettings
+
+RESULT = "results/{model}/criticism/{check}.json"
+
+
+@dataclass(frozen=True)
+class OptionalCheck:
+    name: str  # its rule, and the stem of its result file
+    applies: Callable[[ModelSettings], bool]  # from the model's settings, before any job runs
+    # the card section, from the result (None where the check does not apply) and the settings
+    card_section: Callable[[dict | None, ModelSettings], list[str]]
+    columns: tuple[str, ...]  # its columns in results/models.tsv
+    summary: Callable[[dict], dict]  # those columns' values from its result
+
+    def result(self, model: str) -> str:
+        return RESULT.format(model=model, check=self.name)
+
+    def summary_row(self, result: dict | None) -> dict:
+        """Its columns for one model: n/a (None) where it does not apply or did not run."""
+        ran = result is not None and result.get(RAN, True)
+        values = self.summary(result) if ran else {}
+        return {column: values.get(column) for column in self.columns}
+
+
+def _integration_columns(result: dict) -> dict:
+    # scib-metrics' aggregate of the latent space, and of the PCA baseline on the same cells
+    return {
+        "integration_total": result[TOTAL][TOTAL],
+        "integration_total_pca": result[TOTAL_PCA][TOTAL],
+    }
+
+
+def _label_transfer_columns(result: dict) -> dict:
+    return {
+        "label_accuracy_validation": result.get("accuracy"),
+        "label_macro_f1_validation": result.get("macro_f1"),
+        "label_ece_validation": result.get("ece"),
+    }
+
+
+def _query_check_columns(result: dict) -> dict:
+    # a classifier's labels of the mapped batch; otherwise kNN transfer from the reference
+    labels = result.get("classifier") or result.get("label_agreement") or {}
+    return {
+        "query_knn_overlap": result.get("knn_overlap"),
+        "query_label_accuracy": labels.get("accuracy"),
+    }
+
+
+# In the order of their card sections.
+CHECKS: tuple[OptionalCheck, ...] = (
+    OptionalCheck(
+        name="integration",
+        applies=lambda s: s.model.setup.batch_key is not None,
+        card_section=card_sections.integration_section,
+        columns=("integration_total", "integration_total_pca"),
+        summary=_integration_columns,
+    ),
+    OptionalCheck(
+        name="label_transfer",
+        applies=lambda s: s.model.kind.has_classifier,
+        card_section=card_sections.label_transfer_section,
+        columns=(
+            "label_accuracy_validation",
+            "label_macro_f1_validation",
+            "label_ece_validation",
+        ),
+        summary=_label_transfer_columns,
+    ),
+    OptionalCheck(
+        name="query_check",
+        applies=lambda s: (
+            s.model.setup.batch_key is not None
+            and s.model.kind.can_map_queries
+            and s.criticism.query_check is not False
+        ),
+        card_section=card_sections.query_check_section,
+        columns=("query_knn_overlap", "query_label_accuracy"),
+        summary=_query_check_columns,
+    ),
+)
+
+
+def checks_for(settings: ModelSettings) -> list[OptionalCheck]:
+    """The optional checks that apply to a model."""
+    return [check for check in CHECKS if check.applies(settings)]
