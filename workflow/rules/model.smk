@@ -27,8 +27,7 @@ rule train:
         mem_mb=training_mem_mb,
         runtime=training_runtime,
     params:
-        # minify: whether model/ is the published folder, whose data keep the latent posterior
-        settings=settings_of("name", "model", "train", "minify"),
+        settings=settings_of("name", "model", "train"),
     script:
         "../scripts/train.py"
 
