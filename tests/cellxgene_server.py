@@ -1,13 +1,20 @@
 """A loopback CELLxGENE Discover curation API and file server, for tests.
 
-It answers the two calls the workflow makes, with the field names of the API's OpenAPI
-description (backend/curation/api/curation-api.yml of chanzuckerberg/single-cell-data-portal):
-`GET /curation/v1/dataset_versions/{dataset_version_id}` (one `dataset_version`) and
-`GET /curation/v1/datasets/{dataset_id}/versions` (a list, newest first); each version's
-`assets` holds `filetype`, `url` and `filesize`. Files are served from `/files/<name>` with
-HTTP Range support. Faults for tests: `drop_after` (close the connection after that many bytes
-of a file, `drops` times), `ignore_range` (answer every Range request with the whole file),
-`announced_size` (a `filesize` in the API that differs from the file).
+It answers the two calls the workflow makes, in every shape the API's OpenAPI description
+(backend/curation/api/curation-api.yml of chanzuckerberg/single-cell-data-portal) allows:
+`GET /curation/v1/dataset_versions/{dataset_version_id}` (one `dataset_version`; with
+`version_as_list`, a list of them, as an earlier description said) and
+`GET /curation/v1/datasets/{dataset_id}/versions` (a list, newest first; with
+`versions_wrapped`, `{"datasets": [...]}`, as an earlier description said). No field of a
+`dataset_version` is required: a Version's `fields` replace or (value `OMIT`) drop fields of the
+answer, and its `assets` replace the default H5AD + RDS pair. Errors are problem+json bodies.
+Files are served from `/files/<name>` with HTTP Range support.
+
+Faults for tests: `drop_after` (close the connection after that many bytes of a file, `drops`
+times), `ignore_range` (answer every Range request with the whole file), `announced_size` (a
+`filesize` in the API that differs from the file), `statuses` (path prefix -> HTTP status, for
+every request to it), `not_json` (path prefixes answered 200 with an HTML page) and
+`bytes_per_s` (a slow file server, for tests that stop a run mid-download).
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+OMIT = object()  # a `fields` value: leave the field out of the answer
+REASONS = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 410: "Gone"}
 
 
 @dataclass
@@ -24,9 +35,11 @@ class Version:
     dataset_id: str
     dataset_version_id: str
     payload: bytes
-    title: str = "Tabula Sapiens - a test tissue"
+    title: str | None = "Tabula Sapiens - a test tissue"
     cell_count: int | None = None
-    announced_size: int | None = None  # filesize the API says, if not the real one
+    announced_size: int | float | None = None  # filesize the API says, if not the real one
+    assets: list[dict] | None = None  # replaces the H5AD + RDS pair ({url}: the file's URL)
+    fields: dict = field(default_factory=dict)  # replace (or, with OMIT, drop) answer fields
 
 
 @dataclass
@@ -35,6 +48,11 @@ class CellxgeneServer:
     drop_after: int | None = None
     drops: int = 1
     ignore_range: bool = False
+    version_as_list: bool = False
+    versions_wrapped: bool = False
+    statuses: dict[str, int] = field(default_factory=dict)
+    not_json: tuple[str, ...] = ()
+    bytes_per_s: float | None = None
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
 
     def __post_init__(self):
@@ -45,32 +63,41 @@ class CellxgeneServer:
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 state.requests.append((self.path, self.headers.get("Range")))
+                for prefix, status in state.statuses.items():
+                    if self.path.startswith(prefix):
+                        return self._problem(status)
+                if state.not_json and self.path.startswith(state.not_json):
+                    return self._send(200, "text/html", b"<html>Service unavailable</html>")
                 match = re.fullmatch(r"/curation/v1/dataset_versions/([^/]+)", self.path)
                 if match:
                     found = [v for v in state.versions if v.dataset_version_id == match[1]]
-                    return self._json(state.describe(found[0])) if found else self._not_found()
+                    if not found:
+                        return self._problem(404)
+                    body = state.describe(found[0])
+                    return self._json([body] if state.version_as_list else body)
                 match = re.fullmatch(r"/curation/v1/datasets/([^/]+)/versions", self.path)
                 if match:
                     found = [state.describe(v) for v in state.versions if v.dataset_id == match[1]]
-                    return self._json(found) if found else self._not_found()
+                    if not found:
+                        return self._problem(404)
+                    return self._json({"datasets": found} if state.versions_wrapped else found)
                 match = re.fullmatch(r"/files/([^/]+)\.h5ad", self.path)
                 found = [v for v in state.versions if match and v.dataset_version_id == match[1]]
                 if not found:
-                    return self._not_found()
+                    return self._problem(404)
                 return self._file(found[0].payload)
 
             def _json(self, body):
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self._send(200, "application/json", json.dumps(body).encode())
 
-            def _not_found(self):
-                data = json.dumps({"detail": "Not found", "status": 404}).encode()
-                self.send_response(404)
-                self.send_header("Content-Type", "application/problem+json")
+            def _problem(self, status: int):
+                title = REASONS.get(status, "Error")
+                body = {"detail": f"{title} (test server)", "status": status, "title": title}
+                self._send(status, "application/problem+json", json.dumps(body).encode())
+
+            def _send(self, status: int, content_type: str, data: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -96,39 +123,50 @@ class CellxgeneServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                if state.bytes_per_s:
+                    chunk = max(int(state.bytes_per_s / 20), 1)
+                    for offset in range(0, len(body), chunk):
+                        self.wfile.write(body[offset : offset + chunk])
+                        self.wfile.flush()
+                        time.sleep(chunk / state.bytes_per_s)
+                    return
                 self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def file_url(self, v: Version) -> str:
+        return f"{self.base}/files/{v.dataset_version_id}.h5ad"
+
     def describe(self, v: Version) -> dict:
         """A `dataset_version` as the curation API returns it (fields we do not use left out)."""
-        return {
+        assets = v.assets
+        if assets is None:
+            size = v.announced_size if v.announced_size is not None else len(v.payload)
+            assets = [
+                {"filetype": "H5AD", "filesize": size, "url": "{url}"},
+                {"filetype": "RDS", "filesize": 1, "url": f"{self.base}/files/x.rds"},
+            ]
+        assets = [
+            {k: (self.file_url(v) if val == "{url}" else val) for k, val in a.items()}
+            for a in assets
+        ]
+        body = {
             "dataset_id": v.dataset_id,
             "dataset_version_id": v.dataset_version_id,
             "collection_id": "c0ffee00-0000-4000-8000-000000000000",
             "title": v.title,
             "cell_count": v.cell_count,
             "schema_version": "5.2.0",
-            "assets": [
-                {
-                    "filetype": "H5AD",
-                    "filesize": v.announced_size
-                    if v.announced_size is not None
-                    else len(v.payload),
-                    "url": f"{self.base}/files/{v.dataset_version_id}.h5ad",
-                },
-                {
-                    "filetype": "RDS",
-                    "filesize": 1,
-                    "url": f"{self.base}/files/{v.dataset_version_id}.rds",
-                },
-            ],
+            "assets": assets,
         }
+        body.update(v.fields)
+        return {k: val for k, val in body.items() if val is not OMIT}
 
     def file_requests(self) -> list[str | None]:
         """The Range header of every file request, in order (None: a plain GET)."""

@@ -455,6 +455,170 @@ def test_dropped_connection_mid_download_is_detected_retried_and_resumed(
         server.close()
 
 
+# ---------------------------------------------------------------- CELLxGENE answers
+
+CXG_VERSION = "5e1d2c3b-0000-4000-8000-00000000c0de"
+CXG_DATASET = "9f8e7d6c-0000-4000-8000-00000000c0de"
+CXG_PAYLOAD = b"h5ad bytes, as far as the download can tell" * 100
+
+
+@pytest.fixture
+def cxg():
+    from cellxgene_server import CellxgeneServer, Version
+
+    server = CellxgeneServer([Version(CXG_DATASET, CXG_VERSION, CXG_PAYLOAD, cell_count=9)])
+    yield server
+    server.close()
+
+
+def _shapes():
+    """Answers the curation API's OpenAPI description allows, which the client must accept:
+    (what, server settings, Version fields, Version assets, what the record then holds)."""
+    from cellxgene_server import OMIT
+
+    h5ad = {"filetype": "H5AD", "filesize": len(CXG_PAYLOAD), "url": "{url}"}
+    return [
+        ("dataset_versions answering a list", {"version_as_list": True}, {}, None, {}),
+        ("versions wrapped in datasets", {"versions_wrapped": True}, {}, None, {}),
+        (
+            "nullable title and cell_count",
+            {},
+            {"title": None, "cell_count": None},
+            None,
+            {"title": None, "cell_count": None},
+        ),
+        (
+            "no optional field but assets",
+            {},
+            {k: OMIT for k in ("dataset_id", "title", "cell_count", "collection_id")},
+            None,
+            {"dataset_id": None, "title": None, "cell_count": None},
+        ),
+        ("filesize as a JSON float", {}, {}, [h5ad | {"filesize": float(len(CXG_PAYLOAD))}], {}),
+        (
+            "no filesize",
+            {},
+            {},
+            [{k: v for k, v in h5ad.items() if k != "filesize"}],
+            {"filesize": None},
+        ),
+        (
+            "assets of other and unknown types first",
+            {},
+            {},
+            [
+                {"filetype": "RDS", "filesize": 1, "url": "http://127.0.0.1:9/x.rds"},
+                {"filetype": "ATAC_FRAGMENT", "url": "http://127.0.0.1:9/x.tsv.bgz"},
+                {"filesize": 3},
+                {"filetype": "H5AD", "filesize": None},  # listed, no URL yet
+                h5ad,
+            ],
+            {},
+        ),
+        ("lower-case filetype", {}, {}, [h5ad | {"filetype": "h5ad"}], {}),
+    ]
+
+
+@pytest.mark.parametrize("identifier", [CXG_VERSION, CXG_DATASET])
+@pytest.mark.parametrize("shape", _shapes(), ids=lambda s: s[0])
+def test_every_answer_shape_the_api_describes_is_read(cxg, tmp_path, shape, identifier):
+    """Row 19a: answers the OpenAPI description allows (a list from dataset_versions, optional
+    and null fields, float or absent filesize, other asset types) ended in AttributeError,
+    KeyError or a wrong record."""
+    from cellxgene_server import Version
+    from scvi_hub_workflow import cellxgene
+
+    _, server_settings, fields, assets, expected = shape
+    for key, value in server_settings.items():
+        setattr(cxg, key, value)
+    version = Version(CXG_DATASET, CXG_VERSION, CXG_PAYLOAD, cell_count=9, assets=assets)
+    cxg.versions = [dataclasses.replace(version, fields=fields)]
+    record = cellxgene.fetch_dataset(
+        identifier, tmp_path / "x.h5ad", base=cxg.base, backoff_s=0, models=["m"]
+    )
+    assert (tmp_path / "x.h5ad").read_bytes() == CXG_PAYLOAD
+    assert record["url"] == f"{cxg.base}/files/{CXG_VERSION}.h5ad"
+    assert record["size"] == len(CXG_PAYLOAD)
+    defaults = {"dataset_version_id": CXG_VERSION, "dataset_id": CXG_DATASET}
+    defaults |= {"filesize": len(CXG_PAYLOAD), "title": cxg.versions[0].title, "cell_count": 9}
+    for key, value in (defaults | expected).items():
+        assert record[key] == value, key
+
+
+def _api_fault(cxg, fault):
+    """Set up one fault; return (models, id, the URL named, status, retryable, fragment)."""
+    v_url = f"{cxg.base}/curation/v1/dataset_versions/{CXG_VERSION}"
+    file_url = f"{cxg.base}/files/{CXG_VERSION}.h5ad"
+    if fault == "unknown id":
+        url = f"{cxg.base}/curation/v1/datasets/0000-nope/versions"
+        return ["a", "b"], "0000-nope", url, "HTTP 404", False, "knows no dataset version"
+    if fault == "server error":
+        cxg.statuses = {"/curation/": 503}
+        return ["a"], CXG_VERSION, v_url, "HTTP 503", True, "failed 2 times"
+    if fault == "withdrawn":
+        cxg.statuses = {"/curation/": 410}
+        return ["a"], CXG_VERSION, v_url, "HTTP 410", False, "withdrawn"
+    if fault == "not JSON":
+        cxg.not_json = ("/curation/",)
+        return ["a"], CXG_VERSION, v_url, "HTTP 200", True, "not JSON"
+    if fault == "no H5AD":
+        cxg.versions[0].assets = [{"filetype": "RDS", "filesize": 1, "url": "{url}"}]
+        return ["a"], CXG_VERSION, v_url, "HTTP 200", False, "no H5AD asset"
+    if fault == "file gone":
+        cxg.statuses = {"/files/": 404}
+        return ["a"], CXG_VERSION, file_url, "HTTP 404", False, "answered HTTP 404"
+    if fault == "unreachable":
+        cxg.close()
+        return ["a"], CXG_VERSION, v_url, "no HTTP answer", True, "could not reach"
+    raise AssertionError(fault)
+
+
+API_FAULTS = ["unknown id", "server error", "withdrawn", "not JSON", "no H5AD", "file gone"]
+
+
+@pytest.mark.parametrize("fault", [*API_FAULTS, "unreachable"])
+def test_every_api_or_network_error_names_model_id_url_status_and_retry(cxg, tmp_path, fault):
+    """Row 19b: an unknown id ended in a raw urllib HTTPError traceback; a network error in a
+    raw URLError; others named neither the model, the URL nor whether a retry could help."""
+    from scvi_hub_workflow import cellxgene
+
+    models, identifier, url, status, retryable, fragment = _api_fault(cxg, fault)
+    with pytest.raises(cellxgene.CellxgeneError) as caught:
+        cellxgene.fetch_dataset(
+            identifier, tmp_path / "x.h5ad", base=cxg.base, models=models, attempts=2,
+            backoff_s=0,
+        )  # fmt: skip
+    message = str(caught.value)
+    noun = "models a, b" if len(models) == 2 else "model a"
+    assert f"cellxgene:{identifier} ({noun})" in message
+    assert url in message and status in message and fragment in message, message
+    assert ("a retry may help" if retryable else "a retry will not help") in message
+    assert caught.value.retryable is retryable
+    error = caught.value  # no urllib traceback chained to it
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_unknown_cellxgene_id_in_a_run_logs_one_clear_line_no_traceback(cxg, tmp_path):
+    """Row 19b, as users see it: the job's log ended in urllib's HTTPError traceback."""
+    source = {"source": "cellxgene:0000-nope", "counts": "raw.X"}
+    models = {name: {"dataset": source, "model": {"class": "SCVI"}} for name in ("b", "a")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"models": models}))
+    env = {"CELLXGENE_API_URL": cxg.base, "NO_PROXY": "127.0.0.1,localhost"}
+    target = "resources/cellxgene/0000-nope.h5ad"
+    result = snakemake(
+        target, "--cores", "1", "--configfile", "cfg.yaml", workdir=tmp_path, env=env
+    )
+    assert result.returncode != 0
+    log = (tmp_path / "logs/cellxgene/0000-nope.log").read_text()
+    assert "cellxgene:0000-nope (models a, b): CELLxGENE Discover knows no dataset" in log, log
+    assert f"{cxg.base}/curation/v1/datasets/0000-nope/versions" in log
+    assert "HTTP 404" in log and "a retry will not help" in log
+    assert "Traceback" not in log and "urllib.error" not in log
+    assert not (tmp_path / target).exists()
+
+
 # ---------------------------------------------------------------- operations (rows 11-16)
 # Kept apart: the operations rows (file modes, imports, SLURM GPU requests, threads, stopping,
 # progress) are added here by their own change.

@@ -27,8 +27,51 @@ CHUNK_BYTES = 1 << 20
 ALGORITHMS = {"md5": 32, "sha256": 64}
 
 
+# What every network error says about trying again, so nobody waits for a retry that cannot
+# help, nor gives up on one that could.
+RETRY_MAY_HELP = (
+    "a retry may help: the server or the network failed, not the request; run the workflow "
+    "again later"
+)
+RETRY_WONT_HELP = "a retry will not help: the same request gets the same answer"
+
+
 class DownloadError(ValueError):
-    """A download that cannot succeed: wrong size or checksum, a client error, retries spent."""
+    """A download that cannot succeed: wrong size or checksum, a client error, retries spent.
+
+    `url` and `status` (the HTTP status, None for a network error or a wrong file) say what
+    failed; `retryable` whether running again could help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ):
+        super().__init__(message)
+        self.url, self.status, self.retryable = url, status, retryable
+
+    def for_models(self, models: list[str], what: str) -> DownloadError:
+        """The same error, naming the models that read the file and what they configured."""
+        return type(self)(
+            f"{what} ({_models_text(models)}): {self}",
+            url=self.url,
+            status=self.status,
+            retryable=self.retryable,
+        )
+
+
+def _models_text(models: list[str]) -> str:
+    if not models:
+        return "no model"
+    return ("model " if len(models) == 1 else "models ") + ", ".join(models)
+
+
+def advice(retryable: bool) -> str:
+    return RETRY_MAY_HELP if retryable else RETRY_WONT_HELP
 
 
 class _Incomplete(OSError):
@@ -186,24 +229,48 @@ def download(
                 log=log,
             )
         except urllib.error.HTTPError as error:
-            raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from error
+            retryable = is_retryable(error)
+            spent = f" (after {attempts} attempts)" if retryable else ""
+            raise DownloadError(
+                f"GET {url} answered HTTP {error.code} {error.reason}{spent}; {advice(retryable)}",
+                url=url,
+                status=error.code,
+                retryable=retryable,
+            ) from None
         except (OSError, TimeoutError) as error:
             raise DownloadError(
-                f"{url}: download failed after {attempts} attempts: {error}"
-            ) from error
+                f"GET {url}: download failed after {attempts} attempts, no HTTP status "
+                f"(network error: {_reason(error)}); {RETRY_MAY_HELP}",
+                url=url,
+                retryable=True,
+            ) from None
         size = state["offset"]
         progress.update(size, state["total"], 0, force=True)
         if expected_size is not None and size != expected_size:
             raise DownloadError(
-                f"{url}: received {size} bytes, but the file should have {expected_size}"
+                f"GET {url} (HTTP 200): received {size} bytes, but the file should have "
+                f"{expected_size}; {RETRY_WONT_HELP}",
+                url=url,
+                status=200,
             )
         digests = {name: h.hexdigest() for name, h in state["hashes"].items()}
         for algorithm, want, configured in expected:
             if digests[algorithm] != want:
                 actual = f"{algorithm.upper()} {digests[algorithm]}"
-                raise DownloadError(f"{url}: {actual} does not match {configured}")
+                raise DownloadError(
+                    f"GET {url} (HTTP 200): {actual} does not match {configured}; "
+                    f"{RETRY_WONT_HELP}",
+                    url=url,
+                    status=200,
+                )
     log.info("%s: %d bytes, sha256 %s, written to %s", url, size, digests["sha256"], path)
     return {"url": url, "size": size, "sha256": digests["sha256"], "md5": digests["md5"]}
+
+
+def _reason(error: BaseException) -> str:
+    """A network error in words: urllib wraps the socket's error in `reason`."""
+    reason = getattr(error, "reason", None) or error
+    return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
 
 
 def _new_hashes() -> dict:
@@ -222,3 +289,8 @@ def verify_file(path: str | os.PathLike, checksum: str | Checksum, key: str) -> 
             f"{path}: {parsed.algorithm.upper()} {digest.hexdigest()} differs from {key} "
             f"{parsed.hexdigest}"
         )
+
+
+def models_reading(models: dict, path: str) -> list[str]:
+    """The names of the models whose dataset is the file at `path` (a download's output)."""
+    return sorted(name for name, s in models.items() if s.dataset.location.workflow_path == path)
