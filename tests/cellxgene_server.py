@@ -19,6 +19,7 @@ every request to it), `not_json` (path prefixes answered 200 with an HTML page) 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -54,6 +55,7 @@ class CellxgeneServer:
     not_json: tuple[str, ...] = ()
     bytes_per_s: float | None = None
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
+    sent: int = 0  # bytes of files sent so far
 
     def __post_init__(self):
         state = self
@@ -103,6 +105,11 @@ class CellxgeneServer:
                 self.wfile.write(data)
 
             def _file(self, payload: bytes):
+                # A client killed mid-transfer (the interruption tests) is no server error.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._send_file(payload)
+
+            def _send_file(self, payload: bytes):
                 start = 0
                 ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
                 if ranged and not state.ignore_range:
@@ -128,9 +135,11 @@ class CellxgeneServer:
                     for offset in range(0, len(body), chunk):
                         self.wfile.write(body[offset : offset + chunk])
                         self.wfile.flush()
+                        state.sent += len(body[offset : offset + chunk])
                         time.sleep(chunk / state.bytes_per_s)
                     return
                 self.wfile.write(body)
+                state.sent += len(body)
 
             def log_message(self, *args):
                 pass

@@ -619,6 +619,56 @@ def test_unknown_cellxgene_id_in_a_run_logs_one_clear_line_no_traceback(cxg, tmp
     assert not (tmp_path / target).exists()
 
 
+# ---------------------------------------------------------------- a run killed hard
+
+
+@pytest.mark.slow
+def test_a_run_killed_hard_starts_again_with_the_same_command(tmp_path):
+    """Row 19d: after SIGKILL to Snakemake and its jobs, the same command stopped at once with
+    LockException ("Directory cannot be locked ... --unlock"). The whole story (kills during
+    download, training, criticism and publishing) is tests/test_interruptions.py."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import SNAKEMAKE
+
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"models": {"a": SCVI}}))
+    target = "resources/builtin/synthetic-iid.h5ad"
+    command = [
+        *SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+        "--configfile", "cfg.yaml", "--cores", "1", target,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        job_log = tmp_path / "logs" / "builtin" / "synthetic-iid.log"
+        while not job_log.exists():  # the job runs: Snakemake holds its locks
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list((tmp_path / ".snakemake" / "locks").glob("*.lock"))
+    assert not (tmp_path / target).exists()
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output[-3000:]
+    assert "removed the locks of a killed run" in output
+    assert "LockException" not in output
+    assert anndata_n_obs(tmp_path / target) > 0
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def anndata_n_obs(path) -> int:
+    return ad.read_h5ad(path).n_obs
+
+
 # ---------------------------------------------------------------- operations (rows 11-16)
 # Kept apart: the operations rows (file modes, imports, SLURM GPU requests, threads, stopping,
 # progress) are added here by their own change.

@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +55,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp creates the file 0600; give it the mode any new file gets, so results on a
     # shared project folder are as readable as the user's umask allows.
@@ -64,6 +67,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary siblings of `path` that a killed job left behind.
+
+    SIGKILL (the OOM killer, a lost node, `kill -9`) runs no cleanup, so a job killed while
+    writing leaves `.<name>.<random>.tmp`. Snakemake runs one job per output at a time, so a
+    temporary sibling that exists when the next job starts writing `path` is stale.
+    """
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    for stale in path.parent.iterdir():
+        if not pattern.fullmatch(stale.name):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def current_umask() -> int:
@@ -92,10 +112,9 @@ def _nan_to_none(value: Any) -> Any:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling directory; it replaces ``path`` only when the block succeeds."""
-    import shutil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from the group
     try:

@@ -79,3 +79,76 @@ def stop_jobs_on_interrupt() -> None:
     # Outside the main thread (Snakemake's API used from a thread) there is nothing to forward.
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGINT, forward)
+
+
+# --- a run killed hard (SIGKILL, a lost node) leaves Snakemake's locks behind ---------------
+# Snakemake's lock files name the files a run writes, not the process that wrote them, so the
+# next run refuses to start until someone runs `--unlock` (which also unlocks a run that is
+# alive). Each run therefore records, once it holds its locks, which lock files are its own and
+# which process it is; the next run removes only the lock files of a recorded process that is
+# gone. Lock files without a record (an older workflow, `--no-hooks`) are left to Snakemake.
+
+LOCK_DIR = ".snakemake/locks"
+OWNER_GLOB = "owner.*.json"
+
+
+def record_lock_owner(lock_files, lock_dir: str | os.PathLike = LOCK_DIR) -> None:
+    """In the Snakemake process holding `lock_files` (its onstart): say whose they are."""
+    import json
+    import socket
+    from pathlib import Path
+
+    import psutil  # a dependency of Snakemake, which runs this
+
+    names = sorted(Path(f).name for f in lock_files)
+    if not names:
+        return
+    me = psutil.Process()
+    record = {
+        "host": socket.gethostname(),
+        "pid": me.pid,
+        "create_time": me.create_time(),
+        "locks": names,
+    }
+    path = Path(lock_dir) / f"owner.{me.pid}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+
+
+def _gone(record: dict) -> bool:
+    """The process of `record` has ended (a process on another host counts as alive)."""
+    import socket
+
+    import psutil
+
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(record["pid"]))
+        # A reused pid belongs to a process started later.
+        return abs(process.create_time() - float(record["create_time"])) > 1e-3
+    except psutil.NoSuchProcess:
+        return True
+
+
+def remove_stale_locks(lock_dir: str | os.PathLike = LOCK_DIR) -> list[str]:
+    """Before a run locks: remove the lock files of recorded runs whose process has ended."""
+    import json
+    from pathlib import Path
+
+    removed = []
+    for path in sorted(Path(lock_dir).glob(OWNER_GLOB)):
+        try:
+            record = json.loads(path.read_text())
+            stale = _gone(record)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable: leave it, and its locks, to Snakemake's --unlock
+        if not stale:
+            continue
+        for name in record.get("locks", []):
+            lock = Path(lock_dir) / Path(name).name
+            if lock.is_file():
+                lock.unlink()
+                removed.append(name)
+        path.unlink(missing_ok=True)
+    return removed
