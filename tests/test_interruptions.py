@@ -27,7 +27,7 @@ import yaml
 from cellxgene_server import CellxgeneServer, Version
 from helpers import ROOT, SNAKEMAKE, TOKEN, hub_env
 from hub_server import HubServer
-from scvi_hub_workflow.datasets import simulated_atlas
+from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
 VERSION_ID = "7a6b5c4d-0000-4000-8000-0000000d1e00"
 REPO_ID = "alice/killed"

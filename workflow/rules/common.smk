@@ -23,10 +23,17 @@ from scvi_hub_workflow.layout import (
     HUB_FILES,
 )
 from scvi_hub_workflow.settings import to_text
-from scvi_hub_workflow.stopping import stop_jobs_on_interrupt
+from scvi_hub_workflow.stopping import (
+    record_lock_owner,
+    remove_stale_locks,
+    stop_jobs_on_interrupt,
+)
 
 # Ctrl-C (SIGINT) stops the running jobs at once instead of waiting for them to finish.
 stop_jobs_on_interrupt()
+# A run killed hard (SIGKILL) left its locks: the same command must start again without --unlock.
+if _stale := remove_stale_locks():
+    logger.warning(f"removed the locks of a killed run ({', '.join(_stale)}); continuing")
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -78,6 +85,8 @@ def warn_of_missing_gpu():
 
 
 onstart:
+    # The locks are held now: record that they are this process's (see remove_stale_locks).
+    record_lock_owner(getattr(workflow.persistence, "_lockfile", {}).values())
     # Jobs on a cluster train where the scheduler puts them; only a local run trains here.
     if workflow.local_exec:
         warn_of_missing_gpu()
