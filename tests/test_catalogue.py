@@ -236,10 +236,89 @@ def test_dataset_step(case, tmp_path):
 
 def test_every_cell_labelled_must_be_said_explicitly(tmp_path):
     """Row 4: data without the unlabelled category train only when the user says so."""
-    source = _write(tmp_path, {"cell_type": ["a", "b", "a", "b"]})
+    source = _write(tmp_path, {"cell_type": ["a", "b"] * 6})  # 12 cells: enough to train
     model = {"class": "SCANVI", "every_cell_labelled": True}
     settings = _settings(SCANVI_SETUP, "dataset", model=model)
-    assert prepare_dataset(source, settings, tmp_path / "out.h5ad")["n_cells"] == 4
+    assert prepare_dataset(source, settings, tmp_path / "out.h5ad")["n_cells"] == 12
+
+
+def _counts_file(tmp_path, n_cells: int, n_genes: int, labels=None) -> str:
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix(rng.poisson(2, size=(n_cells, n_genes)).astype(np.float32))
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(n_cells)])
+    obs["batch"] = ["b0", "b1"] * (n_cells // 2) + ["b0"] * (n_cells % 2)
+    if labels is not None:
+        obs["cell_type"] = labels
+    path = tmp_path / "in.h5ad"
+    ad.AnnData(X=x, obs=obs).write_h5ad(path)
+    return str(path)
+
+
+TOO_SMALL = [
+    (
+        "subsample_cells: 3",
+        {"dataset": {"source": "builtin:synthetic-iid", "subsample_cells": 3}},
+        (400, 100, None),
+        "3 cells to train on (after dataset.subset and dataset.subsample_cells), but at least "
+        "10 are needed: train.train_size 0.9 must leave 2 or more training cells and 1 or more "
+        "validation cells (train.early_stopping); hvg.flavor seurat_v3 needs at least 5",
+    ),
+    (
+        "seurat_v3 on 3 genes (SIGSEGV)",
+        {},
+        (50, 3, None),
+        "3 genes, but hvg.flavor seurat_v3 needs at least 20",
+    ),
+    (
+        "a last minibatch of one cell",
+        {"train": {"batch_size": 10}},
+        (12, 30, None),
+        "12 cells put 11 in training (train.train_size 0.9), which leaves a last minibatch of 1 "
+        "cell at train.batch_size 10: batch normalisation cannot train on it; set "
+        "train.batch_size to 9 or 11",
+    ),
+    (
+        "SCANVI with 6 annotated cells",
+        {"model": {"class": "SCANVI", "setup": SCANVI_SETUP}},
+        (60, 30, ["a", "b"] * 3 + ["Unknown"] * 54),
+        "6 annotated cells in obs column 'cell_type' (model.setup.labels_key), but SCANVI with "
+        "train.early_stopping needs at least 10",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", TOO_SMALL, ids=lambda c: c[0])
+def test_data_too_small_to_train_is_refused_in_the_dataset_step(case, tmp_path):
+    """Row 19c: `subsample_cells: 3` failed in the hvg step's loess, 3 genes killed it
+    (SIGSEGV), a last minibatch of one cell or too few annotated cells failed in training."""
+    _, entry, (n_cells, n_genes, labels), expected = case
+    entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}} | entry
+    settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    source = _counts_file(tmp_path, n_cells, n_genes, labels)
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(source, settings, tmp_path / "out.h5ad")
+    message = str(error.value)
+    assert f"model 'm', file {source}: too small to train: " in message
+    assert expected in message, message
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_the_smallest_data_that_trains_passes_the_dataset_step(tmp_path):
+    """The minimums are not above what trains: 10 cells (the least the default split allows)
+    pass the dataset step, then select genes with seurat_v3 and train with the defaults."""
+    import scanpy as sc
+    from scvi_hub_workflow.compat import import_scvi
+
+    entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
+    settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    source = _counts_file(tmp_path, 10, 50)
+    assert prepare_dataset(source, settings, tmp_path / "out.h5ad")["n_cells"] == 10
+    adata = ad.read_h5ad(tmp_path / "out.h5ad")
+    sc.pp.highly_variable_genes(adata.copy(), flavor="seurat_v3", n_top_genes=10)
+    scvi = import_scvi()
+    scvi.model.SCVI.setup_anndata(adata)
+    model = scvi.model.SCVI(adata, n_hidden=8, n_latent=2)
+    model.train(max_epochs=1, train_size=0.9, early_stopping=True, accelerator="cpu")
 
 
 # ---------------------------------------------------------------- the hvg step

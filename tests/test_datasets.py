@@ -20,6 +20,9 @@ def settings_for(counts: str = "X", **setup):
             "m": {
                 "dataset": {"source": "builtin:synthetic-iid", "counts": counts},
                 "model": {"class": "SCVI", "setup": setup},
+                # 3 cells x 3 genes can train with these (trainable.py); the defaults need more
+                "hvg": {"flavor": "pearson_residuals"},
+                "train": {"early_stopping": False},
             }
         }
     }

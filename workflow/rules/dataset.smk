@@ -55,14 +55,20 @@ rule dataset:
     conda:
         "../../envs/scanpy.yaml"
     params:
-        # the model's class and labels: what its labels column must hold
+        # the model's class and labels: what its labels column must hold; the split, minibatch
+        # and HVG flavor: how few cells and genes can train (trainable.py)
         settings=settings_of(
             "name",
             "dataset",
             "model.setup",
             "model.class",
             "model.every_cell_labelled",
+            "model.params",
             "train.seed",
+            "train.train_size",
+            "train.early_stopping",
+            "train.batch_size",
+            "hvg.flavor",
         ),
     script:
         "../scripts/dataset.py"

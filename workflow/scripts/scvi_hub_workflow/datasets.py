@@ -15,6 +15,7 @@ from . import h5ad_io
 from .downloads import verify_file
 from .rule_io import atomic_path, sha256_of
 from .settings import DatasetSettings, ModelSettings, Setup
+from .trainable import too_small
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,27 @@ def check_cells(obs: pd.DataFrame, settings: ModelSettings, where: str) -> None:
             every_cell_labelled=spec.every_cell_labelled,
             where=where,
         )
+
+
+def check_trainable(obs: pd.DataFrame, n_genes: int, settings: ModelSettings, where: str) -> None:
+    """Refuse data too small to train (trainable.py), before HVG and training fail on it."""
+    spec = settings.model
+    n_annotated = None
+    if spec.kind.has_unlabelled_cells:
+        labels = obs[spec.setup.labels_key].astype(str)
+        n_annotated = int((labels != spec.setup.unlabeled_category).sum())
+    problems = too_small(len(obs), n_genes, n_annotated, settings)
+    if problems:
+        raise DatasetError(f"{where}: too small to train: " + "; and ".join(problems))
+
+
+def cells_per_batch(obs: pd.DataFrame, batch_key: str | None) -> dict[str, int] | None:
+    """Cells of each batch (dataset.json's `batches`): what the checks can measure depends on
+    it (checks.py). None without a batch key."""
+    if not batch_key:
+        return None
+    counts = obs[batch_key].astype(str).value_counts()
+    return {str(batch): int(n) for batch, n in counts.items()}
 
 
 def check_unique_obs_names(names: pd.Index, where: str) -> None:
@@ -265,6 +287,7 @@ def prepare_dataset(
         for key in setup.categorical_columns():
             obs[key] = obs[key].astype(str).astype("category")
         check_cells(obs, settings, where)
+        check_trainable(obs, n_genes, settings, where)
         genes = _gene_table(var, dataset.gene_names, where)
         skeleton = ad.AnnData(obs=obs, var=genes)
         for key in ("simulation", "source"):
@@ -295,6 +318,8 @@ def prepare_dataset(
         "n_cells_in_file": int(n_file_cells),
         "subset": dataset.subset,
         "gene_names": dataset.gene_names or "var_names",
+        "batch_key": setup.batch_key,
+        "batches": cells_per_batch(obs, setup.batch_key),
     }
     source_url = dataset.source
     if record:
