@@ -698,6 +698,93 @@ def test_unknown_cellxgene_id_in_a_run_logs_one_clear_line_no_traceback(cxg, tmp
     assert not (tmp_path / target).exists()
 
 
+# ---------------------------------------------------------------- one batch after the subset
+
+ONE_BATCH = {"n_cells": 300, "batch_key": "batch", "batches": {"batch_0": 300}}
+BATCHED_SCANVI = {
+    "dataset": {"source": "builtin:simulated-atlas", "subset": {"batch": "batch_0"}},
+    "model": {
+        "class": "SCANVI",
+        "setup": {"batch_key": "batch", "labels_key": "cell_type", "unlabeled_category": "unknown"},
+    },
+}
+
+
+def test_what_a_one_batch_model_can_measure_is_decided_from_dataset_json():
+    """Row 19e: a batch key with one value after the subset trained, then the integration and
+    query-check jobs failed; now each check's job reads the reason at once."""
+    from scvi_hub_workflow.checks import measurable, skip_reason
+
+    settings = model_settings({"models": {"m": BATCHED_SCANVI}}, "m")
+    reasons = measurable(ONE_BATCH, settings)
+    assert reasons.keys() == {"integration", "label_transfer", "query_check"}
+    assert reasons["label_transfer"] is None  # the classifier needs no batches
+    expected = (
+        "the batch column 'batch' (model.setup.batch_key) has one batch in the data the model "
+        "trained on ('batch_0' (300 cells)); "
+    )
+    assert reasons["integration"] == expected + "measuring how well batches mix needs two or more"
+    assert reasons["query_check"].startswith(expected + "holding one out")
+    two = {**ONE_BATCH, "batches": {"batch_0": 150, "batch_1": 150}}
+    assert set(measurable(two, settings).values()) == {None}
+    assert set(measurable({"n_cells": 300}, settings).values()) == {None}  # older dataset.json
+    # In the job, with only the keys its rule declares.
+    job = rule_settings(settings, "integration")
+    assert skip_reason("integration", ONE_BATCH, job) == reasons["integration"]
+
+
+def test_a_one_batch_query_check_and_card_say_why_without_training(tmp_path):
+    """Row 19e: the query check trained a reference (1 min 28 s on a small model) before
+    failing on the one batch; now it reads nothing but dataset.json, and the card says why."""
+    from scvi_hub_workflow.checks import checks_for
+    from scvi_hub_workflow.layout import RAN, SKIPPED_REASON
+    from scvi_hub_workflow.query_check import check_query_mapping
+
+    settings = model_settings({"models": {"m": BATCHED_SCANVI}}, "m")
+    missing = str(tmp_path / "never-read")  # no data, no model: nothing is read or trained
+    job = rule_settings(settings, "query_check")
+    result = check_query_mapping(missing, ONE_BATCH, missing, job)
+    assert result[RAN] is False and "has one batch" in result[SKIPPED_REASON]
+    from scvi_hub_workflow.integration import skipped
+
+    integration, table = skipped("one batch", rule_settings(settings, "integration"))
+    results = {"query_check": result, "integration": integration}
+    for check in checks_for(settings):
+        if check.name in results:
+            section = "\n".join(check.card_section(results[check.name], settings))
+            assert f"Not computed: {results[check.name][SKIPPED_REASON]}." in section
+            assert set(check.summary_row(results[check.name]).values()) == {None}
+    assert table.empty
+
+
+@pytest.mark.slow
+def test_a_one_batch_model_runs_to_its_card_and_says_what_it_skipped(tmp_path):
+    """Row 19e, end to end: the tissue of one donor trains, and the card says why there are no
+    integration metrics and no query mapping check."""
+    entry = {
+        **BATCHED_SCANVI,
+        "model": {**BATCHED_SCANVI["model"], "class": "SCVI", "params": {"n_hidden": 16}},
+        "hvg": {"n_top_genes": 100},
+        "train": {"max_epochs": 2, "accelerator": "cpu"},
+        "criticism": {"n_samples": 1, "min_cells": 5, "query_check": True},
+    }
+    entry["model"]["setup"] = {"batch_key": "batch", "labels_key": "cell_type"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"models": {"m": entry}}))
+    result = snakemake(
+        "results/m/card/README.md", "--cores", "2", "--configfile", "cfg.yaml", workdir=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import json
+
+    criticism_dir = tmp_path / "results" / "m" / "criticism"
+    for name in ("integration", "query_check"):
+        found = json.loads((criticism_dir / f"{name}.json").read_text())
+        assert found["ran"] is False and "has one batch" in found["skipped_reason"], found
+    card = (tmp_path / "results" / "m" / "card" / "README.md").read_text()
+    assert card.count("Not computed: the batch column 'batch' (model.setup.batch_key) has one") == 2
+    assert "training" not in (tmp_path / "logs" / "m" / "query_check.log").read_text().lower()
+
+
 # ---------------------------------------------------------------- a run killed hard
 
 

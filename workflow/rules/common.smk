@@ -154,10 +154,12 @@ def get_published_model(wildcards):
 
 
 def get_integration_inputs(wildcards):
-    """The published model (latent means), the HVG counts (PCA baseline) and, without labels,
-    the posterior predictive check's Leiden clusters."""
+    """The published model (latent means), the HVG counts (PCA baseline), dataset.json (can
+    the data be measured: checks.skip_reason) and, without labels, the posterior predictive
+    check's Leiden clusters."""
     model = wildcards.model
     inputs = {"model": get_published_model(wildcards), "data": f"results/{model}/hvg.h5ad"}
+    inputs["dataset"] = f"results/{model}/dataset.json"
     if not MODELS[model].model.setup.labels_key:
         inputs["cells"] = f"results/{model}/criticism/cells.tsv"
     return inputs

@@ -32,6 +32,8 @@ def integration_section(integration: dict | None, settings: ModelSettings) -> li
             "Not computed: the model was set up without a batch key (model.setup.batch_key), so "
             "there are no batches whose mixing could be measured.",
         ]
+    if not integration.get(RAN, True):
+        return ["Integration", f"Not computed: {integration[SKIPPED_REASON]}."]
     i = integration
     if i["label_source"] == "labels":
         source = f"the labels in {i['labels_key']!r}"

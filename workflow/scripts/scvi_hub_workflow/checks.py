@@ -7,7 +7,11 @@ report), the card and the summary iterate over `CHECKS`; a new check is a produc
 module), a card section (card_sections.py) and an entry here.
 
 A check that applies to a model but cannot run on its data writes `{"ran": false,
-"skipped_reason": ...}` (layout.RAN, layout.SKIPPED_REASON); its section says why.
+"skipped_reason": ...}` (layout.RAN, layout.SKIPPED_REASON); its section says why. What the data
+allows is known once the dataset step has written dataset.json (cells, batches), after the DAG is
+planned: each check's `cannot_run(dataset.json, settings)` gives the reason it cannot, and the
+check's job asks `skip_reason` first, so it writes the reason at once, before any training or
+metric. The DAG stays the same whatever the data.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class OptionalCheck:
     card_section: Callable[[dict | None, ModelSettings], list[str]]
     columns: tuple[str, ...]  # its columns in results/models.tsv
     summary: Callable[[dict], dict]  # those columns' values from its result
+    # why it cannot measure anything on this model's data (dataset.json), or None; reads only
+    # keys its rule declares (settings_of)
+    cannot_run: Callable[[dict, ModelSettings], str | None] = lambda dataset, settings: None
 
     def result(self, model: str) -> str:
         return RESULT.format(model=model, check=self.name)
@@ -66,6 +73,29 @@ def _query_check_columns(result: dict) -> dict:
     }
 
 
+def _batches(dataset: dict, settings: ModelSettings) -> str:
+    batches = dataset.get("batches") or {}
+    listing = ", ".join(f"{b!r} ({n} cells)" for b, n in sorted(batches.items()))
+    return f"the batch column {settings.model.setup.batch_key!r} (model.setup.batch_key) has " + (
+        f"one batch in the data the model trained on ({listing})"
+        if len(batches) == 1
+        else f"{len(batches)} batches"
+    )
+
+
+def _one_batch(what: str) -> Callable[[dict, ModelSettings], str | None]:
+    """A check that compares batches: nothing to measure with fewer than two (a tissue from one
+    donor). dataset.json without `batches` (written before it was recorded) is not judged."""
+
+    def cannot_run(dataset: dict, settings: ModelSettings) -> str | None:
+        batches = dataset.get("batches")
+        if batches is None or len(batches) >= 2:
+            return None
+        return f"{_batches(dataset, settings)}; {what} needs two or more"
+
+    return cannot_run
+
+
 # In the order of their card sections.
 CHECKS: tuple[OptionalCheck, ...] = (
     OptionalCheck(
@@ -74,6 +104,7 @@ CHECKS: tuple[OptionalCheck, ...] = (
         card_section=card_sections.integration_section,
         columns=("integration_total", "integration_total_pca"),
         summary=_integration_columns,
+        cannot_run=_one_batch("measuring how well batches mix"),
     ),
     OptionalCheck(
         name="label_transfer",
@@ -96,6 +127,7 @@ CHECKS: tuple[OptionalCheck, ...] = (
         card_section=card_sections.query_check_section,
         columns=("query_knn_overlap", "query_label_accuracy"),
         summary=_query_check_columns,
+        cannot_run=_one_batch("holding one out and mapping it onto a reference of the others"),
     ),
 )
 
@@ -103,3 +135,16 @@ CHECKS: tuple[OptionalCheck, ...] = (
 def checks_for(settings: ModelSettings) -> list[OptionalCheck]:
     """The optional checks that apply to a model."""
     return [check for check in CHECKS if check.applies(settings)]
+
+
+def measurable(dataset: dict, settings: ModelSettings) -> dict[str, str | None]:
+    """What this model's optional checks can measure, given its dataset.json: for each check
+    that applies, None (it runs) or the reason it cannot (it writes that reason instead)."""
+    return {check.name: check.cannot_run(dataset, settings) for check in checks_for(settings)}
+
+
+def skip_reason(name: str, dataset: dict, settings: ModelSettings) -> str | None:
+    """In a check's job: why it cannot run on this data, or None (the registry's entry `name`).
+    Unlike `measurable`, it does not ask `applies`: the job runs because the check applies."""
+    check = next(c for c in CHECKS if c.name == name)
+    return check.cannot_run(dataset, settings)

@@ -281,3 +281,16 @@ def integration_scores(table: pd.DataFrame, summary: dict) -> Figure:
         fontsize="medium",
     )
     return figure
+
+
+def not_computed(title: str, reason: str) -> Figure:
+    """The figure of a check that did not run: its title and why, for the report."""
+    import textwrap
+
+    figure = Figure(figsize=(7.5, 2.0), layout="constrained")
+    ax = figure.subplots()
+    ax.axis("off")
+    ax.set_title(title, fontsize="medium")
+    text = textwrap.fill(f"Not computed: {reason}.", 90)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize="small", wrap=True)
+    return figure

@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .h5ad_io import iter_rows, read_frame
-from .layout import CLUSTER_COLUMN, TOTAL, TOTAL_PCA, latent_keys
+from .layout import CLUSTER_COLUMN, RAN, SKIPPED_REASON, TOTAL, TOTAL_PCA, latent_keys
 from .settings import ModelSettings
 
 MODEL, BASELINE = "model", "pca"
@@ -274,3 +274,9 @@ def integrate(
         timing=timing,
     )
     return summary, table
+
+
+def skipped(reason: str, settings: ModelSettings) -> tuple[dict, pd.DataFrame]:
+    """integration.json and its (empty) table for a model whose data allow no measurement."""
+    summary = {RAN: False, SKIPPED_REASON: reason, "batch_key": settings.model.setup.batch_key}
+    return summary, pd.DataFrame(columns=["metric", "type", "model", "pca"])

@@ -261,6 +261,11 @@ def check_query_mapping(
     data_path: str, dataset_summary: dict, full_model_dir: str, settings: ModelSettings
 ) -> dict:
     """What the rule does: query_check.json for the model, run or skipped with the reason."""
+    from .checks import skip_reason
+
+    reason = skip_reason("query_check", dataset_summary, settings)
+    if reason:
+        return skipped(reason)
     c = settings.criticism
     run, reason = should_run(c.query_check, dataset_summary["n_cells"], c.query_check_max_cells)
     if not run:
