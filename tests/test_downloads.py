@@ -205,3 +205,41 @@ def test_download_client_error_is_not_retried(tmp_path, payload):
         assert server.requests == 1 and list(tmp_path.iterdir()) == []
     finally:
         server.close()
+
+
+def test_a_url_download_error_names_the_models_url_status_and_retry(tmp_path, payload):
+    """The download rule's message: dataset.source's URL, the models reading it, the status."""
+    server = _Server(payload, failures=10, status=404)
+    try:
+        with pytest.raises(DownloadError) as caught:
+            downloads.download(server.url, tmp_path / "x.h5ad", "0" * 64, backoff_s=0)
+    finally:
+        server.close()
+    error = caught.value
+    assert (error.url, error.status, error.retryable) == (server.url, 404, False)
+    named = error.for_models(["lung", "heart"], f"dataset.source {server.url}")
+    assert str(named).startswith(f"dataset.source {server.url} (models lung, heart): GET ")
+    assert "HTTP 404" in str(named) and "a retry will not help" in str(named)
+    assert (named.url, named.status, named.retryable) == (server.url, 404, False)
+
+
+def test_a_server_error_after_every_attempt_says_a_retry_may_help(tmp_path, payload):
+    server = _Server(payload, failures=10, status=503)
+    try:
+        with pytest.raises(DownloadError) as caught:
+            downloads.download(server.url, tmp_path / "x.h5ad", attempts=2, backoff_s=0)
+    finally:
+        server.close()
+    assert "HTTP 503" in str(caught.value) and "(after 2 attempts)" in str(caught.value)
+    assert "a retry may help" in str(caught.value) and caught.value.retryable
+
+
+def test_models_reading_a_download_are_found_by_its_path():
+    from scvi_hub_workflow.config import resolve
+
+    source = {"source": f"cellxgene:{VERSION_ID}", "counts": "raw.X"}
+    models = {
+        name: {"dataset": source, "model": {"class": "SCVI"}} for name in ("lung", "heart")
+    } | {"other": {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}}
+    path = f"resources/cellxgene/{VERSION_ID}.h5ad"
+    assert downloads.models_reading(resolve({"models": models}), path) == ["heart", "lung"]
