@@ -229,29 +229,41 @@ def test_locks_of_a_killed_run_are_removed_and_nothing_else(tmp_path):
     from scvi_hub_workflow import stopping
 
     lock_dir = tmp_path / ".snakemake" / "locks"
-    _locks(lock_dir, *(f"{n}.{kind}.lock" for n in range(4) for kind in ("input", "output")))
+    _locks(lock_dir, *(f"{n}.{kind}.lock" for n in range(5) for kind in ("input", "output")))
     # Run 0 holds 0.*: this process, alive, as its onstart records it.
     stopping.record_lock_owner([lock_dir / "0.input.lock", lock_dir / "0.output.lock"], lock_dir)
     mine = json.loads((lock_dir / f"owner.{os.getpid()}.json").read_text())
     assert mine["pid"] == os.getpid() and mine["locks"] == ["0.input.lock", "0.output.lock"]
+    assert mine["pgid"] == os.getpgid(0)
 
     def record(name: str, n: int, **fields) -> None:
         locks = [f"{n}.input.lock", f"{n}.output.lock"]
         (lock_dir / f"owner.{name}.json").write_text(json.dumps(mine | {"locks": locks} | fields))
 
     dead = _dead_pid()
-    record(str(dead), 1, pid=dead, create_time=psutil.Process().create_time())  # killed
-    record("reused", 2, create_time=1.0)  # its pid now belongs to a later process
-    record("elsewhere", 3, host="another-node", pid=dead)  # cannot be checked from here
-
-    assert sorted(stopping.remove_stale_locks(lock_dir)) == [
+    gone = {"pid": dead, "pgid": dead}  # neither the process nor any job of its group runs
+    record(str(dead), 1, create_time=psutil.Process().create_time(), **gone)  # killed
+    record("reused", 2, create_time=1.0, pgid=dead)  # its pid now belongs to a later process
+    record("elsewhere", 3, host="another-node", **gone)  # cannot be checked from here
+    # Snakemake alone was killed; a job it started runs on in its process group.
+    job = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record("orphaned", 4, pid=dead, pgid=job.pid)
+        removed = stopping.remove_stale_locks(lock_dir)
+    finally:
+        job.kill()
+        job.wait()
+    assert sorted(removed) == [
         "1.input.lock", "1.output.lock", "2.input.lock", "2.output.lock",
     ]  # fmt: skip
     left = {p.name for p in lock_dir.iterdir()}
     assert left == {
-        "0.input.lock", "0.output.lock", "3.input.lock", "3.output.lock",
-        "owner.elsewhere.json", f"owner.{os.getpid()}.json",
+        "0.input.lock", "0.output.lock", "3.input.lock", "3.output.lock", "4.input.lock",
+        "4.output.lock", "owner.elsewhere.json", "owner.orphaned.json",
+        f"owner.{os.getpid()}.json",
     }  # fmt: skip
+    # Once the job has ended too, the run is gone.
+    assert sorted(stopping.remove_stale_locks(lock_dir)) == ["4.input.lock", "4.output.lock"]
     assert stopping.remove_stale_locks(lock_dir) == []
     assert stopping.remove_stale_locks(tmp_path / "none") == []
 

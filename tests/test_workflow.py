@@ -190,9 +190,10 @@ def test_adding_a_model_runs_only_the_new_models_jobs(tiny_run, tmp_path):
 
 def test_non_integer_counts_stop_the_run_before_training(tmp_path):
     adata = ad.AnnData(
-        X=sp.csr_matrix(np.full((30, 12), 0.5, dtype=np.float32)),
+        # 20 genes: fewer are too few to train on (trainable.py), refused before the counts
+        X=sp.csr_matrix(np.full((30, 20), 0.5, dtype=np.float32)),
         obs=pd.DataFrame(index=[f"c{i}" for i in range(30)]),
-        var=pd.DataFrame(index=[f"g{i}" for i in range(12)]),
+        var=pd.DataFrame(index=[f"g{i}" for i in range(20)]),
     )
     adata.write_h5ad(tmp_path / "normalised.h5ad")
     cfg = {

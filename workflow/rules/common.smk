@@ -85,12 +85,13 @@ def warn_of_missing_gpu():
 
 
 onstart:
-    # The locks are held now: record that they are this process's (see remove_stale_locks).
-    # Snakemake names a run's own lock files only in its private `_lockfile`; without it
-    # nothing is recorded, and a killed run's locks need `--unlock` as before.
-    record_lock_owner(getattr(workflow.persistence, "_lockfile", {}).values())
-    # Jobs on a cluster train where the scheduler puts them; only a local run trains here.
     if workflow.local_exec:
+        # The locks are held now: record that they are this run's (see remove_stale_locks); a
+        # cluster's jobs outlive a killed Snakemake, so only a local run records. Snakemake
+        # names a run's own lock files only in its private `_lockfile`; without it nothing is
+        # recorded, and a killed run's locks need `--unlock` as before.
+        record_lock_owner(getattr(workflow.persistence, "_lockfile", {}).values())
+        # Jobs on a cluster train where the scheduler puts them; only a local run trains here.
         warn_of_missing_gpu()
 
 

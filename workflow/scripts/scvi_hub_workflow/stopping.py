@@ -81,12 +81,14 @@ def stop_jobs_on_interrupt() -> None:
         signal.signal(signal.SIGINT, forward)
 
 
-# --- a run killed hard (SIGKILL, a lost node) leaves Snakemake's locks behind ---------------
+# --- a run killed hard (SIGKILL, the OOM killer) leaves Snakemake's locks behind -----------
 # Snakemake's lock files name the files a run writes, not the process that wrote them, so the
 # next run refuses to start until someone runs `--unlock` (which also unlocks a run that is
-# alive). Each run therefore records, once it holds its locks, which lock files are its own and
-# which process it is; the next run removes only the lock files of a recorded process that is
-# gone. Lock files without a record (an older workflow, `--no-hooks`) are left to Snakemake.
+# alive). Each local run therefore records, once it holds its locks, which lock files are its own,
+# which process it is and its process group (its jobs'); the next run removes only the lock files
+# of a recorded run whose Snakemake has ended and whose jobs have too. Lock files without a record
+# (a cluster run, whose jobs outlive Snakemake; an older workflow; `--no-hooks`) are left to
+# Snakemake.
 
 LOCK_DIR = ".snakemake/locks"
 OWNER_GLOB = "owner.*.json"
@@ -108,6 +110,7 @@ def record_lock_owner(lock_files, lock_dir: str | os.PathLike = LOCK_DIR) -> Non
         "host": socket.gethostname(),
         "pid": me.pid,
         "create_time": me.create_time(),
+        "pgid": os.getpgid(0),
         "locks": names,
     }
     path = Path(lock_dir) / f"owner.{me.pid}.json"
@@ -116,7 +119,8 @@ def record_lock_owner(lock_files, lock_dir: str | os.PathLike = LOCK_DIR) -> Non
 
 
 def _gone(record: dict) -> bool:
-    """The process of `record` has ended (a process on another host counts as alive)."""
+    """The run of `record` has ended: its Snakemake process and every job in its process group
+    (a run on another host counts as alive: it cannot be checked from here)."""
     import socket
 
     import psutil
@@ -126,9 +130,28 @@ def _gone(record: dict) -> bool:
     try:
         process = psutil.Process(int(record["pid"]))
         # A reused pid belongs to a process started later.
-        return abs(process.create_time() - float(record["create_time"])) > 1e-3
+        if abs(process.create_time() - float(record["create_time"])) <= 1e-3:
+            return False
     except psutil.NoSuchProcess:
-        return True
+        pass
+    return not _group_alive(int(record["pgid"]))
+
+
+def _group_alive(pgid: int) -> bool:
+    """A process of group `pgid` runs: a job that outlived its Snakemake (killed alone).
+    This process and its ancestors do not count: a shell script that runs the same command
+    again can share the group of the run that was killed."""
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid, *(p.pid for p in me.parents())}
+    for process in psutil.process_iter():
+        try:
+            if process.pid not in ours and os.getpgid(process.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def remove_stale_locks(lock_dir: str | os.PathLike = LOCK_DIR) -> list[str]:
