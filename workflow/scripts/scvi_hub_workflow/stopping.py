@@ -147,7 +147,10 @@ def _group_alive(pgid: int) -> bool:
     ours = {me.pid, *(p.pid for p in me.parents())}
     for process in psutil.process_iter():
         try:
-            if process.pid not in ours and os.getpgid(process.pid) == pgid:
+            if process.pid in ours or os.getpgid(process.pid) != pgid:
+                continue
+            # A killed job nobody has reaped yet (an orphan waits for init) runs no more.
+            if process.status() != psutil.STATUS_ZOMBIE:
                 return True
         except (ProcessLookupError, psutil.Error):
             continue
