@@ -140,6 +140,7 @@ def build_hub_folder(out: Path, seed: int) -> tuple[Path, Path]:
 
     scvi.settings.seed = seed
     adata = scvi.data.synthetic_iid(batch_size=100, n_genes=50)
+    adata.obs["tissue"] = "blood"  # what certification checks the card's tissue tag against
     scvi.model.SCVI.setup_anndata(adata, batch_key="batch")
     model = scvi.model.SCVI(adata, n_latent=4, n_hidden=16)
     model.train(max_epochs=1, accelerator="cpu", enable_progress_bar=False)
@@ -155,8 +156,14 @@ def build_hub_folder(out: Path, seed: int) -> tuple[Path, Path]:
     )
     (hub_dir / "README.md").write_text(
         "---\nlibrary_name: scvi-tools\nlicense: cc-by-4.0\ntags:\n- biology\n"
-        "- model_cls_name:SCVI\n---\n\n# Tiny SCVI\n\nA test model.\n"
+        "- model_cls_name:SCVI\n- tissue:blood\n---\n\n# Tiny SCVI\n\nA test model.\n"
     )
+    # what the provenance rule writes, as much of it as certification reads
+    provenance = {
+        "settings": {"model": {"class": "SCVI"}},
+        "input": {"subset": {"tissue": ["blood"]}},
+    }
+    (hub_dir / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     return model_dir, hub_dir
 
 

@@ -6,7 +6,14 @@ import os
 
 import pytest
 from scvi_hub_workflow.hub import assemble_hub_folder, hub_sources
-from scvi_hub_workflow.layout import CARD_FILE, DATA_FILE, HUB_FILES, METADATA_FILE, MODEL_FILE
+from scvi_hub_workflow.layout import (
+    CARD_FILE,
+    DATA_FILE,
+    HUB_FILES,
+    METADATA_FILE,
+    MODEL_FILE,
+    PROVENANCE_FILE,
+)
 
 
 def sources(tmp_path):
@@ -16,7 +23,10 @@ def sources(tmp_path):
     (model_dir / DATA_FILE).write_bytes(b"cells")
     (tmp_path / "card.md").write_text("# card\n")
     (tmp_path / "meta.json").write_text("{}\n")
-    return hub_sources(model_dir, tmp_path / "card.md", tmp_path / "meta.json")
+    (tmp_path / "provenance.json").write_text("{}\n")
+    return hub_sources(
+        model_dir, tmp_path / "card.md", tmp_path / "meta.json", tmp_path / "provenance.json"
+    )
 
 
 def test_sources_name_every_hub_file(tmp_path):
@@ -24,6 +34,7 @@ def test_sources_name_every_hub_file(tmp_path):
     assert sorted(found) == sorted(HUB_FILES)
     assert found[CARD_FILE] == tmp_path / "card.md"
     assert found[METADATA_FILE] == tmp_path / "meta.json"
+    assert found[PROVENANCE_FILE] == tmp_path / "provenance.json"
     assert found[MODEL_FILE] == tmp_path / "minified" / MODEL_FILE
 
 

@@ -347,7 +347,13 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     for name in names:
         receipt = json.loads((workdir / "results" / name / "publish.json").read_text())
         assert receipt["published"] and receipt["verification"]["passed"]
+        certification = receipt["certification"]
+        assert certification["passed"] and certification["revision"] == receipt["commit"]
+        assert "provenance.json" in certification["files"]
         assert hub.commit_count(f"alice/{name}") == 2
+    # the class that maps queries was certified by mapping held-out cells onto it
+    scanvi = json.loads((workdir / "results/tiny-scanvi/publish.json").read_text())
+    assert scanvi["certification"]["ran"].startswith("scArches query mapping")
     assert TOKEN not in done.stdout + done.stderr
     assert_token_absent(workdir, TOKEN)
     assert_token_absent(tmp_path / "hf-home", TOKEN)

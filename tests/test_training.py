@@ -77,7 +77,14 @@ def test_history_of_two_phases_keeps_each_phase_and_its_epochs():
     assert list(table.columns) == ["phase", "elbo_train"]
     assert list(table["phase"]) == ["scvi"] * 3 + ["scanvi"] * 2
     assert list(table.index) == [0, 1, 2, 0, 1]  # each phase counts its own epochs
-    assert phase_summary("scvi", "SCVI", {"elbo_train": [1, 2, 3]})["epochs"] == 3
+    assert phase_summary("scvi", "SCVI", {"elbo_train": [1, 2, 3]}, 5, False)["epochs"] == 3
+
+
+def test_phase_summary_says_why_training_stopped():
+    history = {"elbo_train": [1, 2, 3]}
+    assert phase_summary("scvi", "SCVI", history, 5, True)["stopped"] == "early stopping"
+    assert phase_summary("scvi", "SCVI", history, 3, True)["stopped"] == "max_epochs reached"
+    assert phase_summary("scvi", "SCVI", history, 5, False)["stopped"] == "max_epochs reached"
 
 
 def test_latent_keys_are_named_as_on_the_cards():

@@ -290,3 +290,41 @@ def test_a_url_source_is_downloaded_checked_and_validated(tmp_path):
     assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == sha256
     summary = json.loads((tmp_path / "results" / "downloaded" / "dataset.json").read_text())
     assert (summary["n_cells"], summary["n_genes"]) == (200, 50)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_has_its_provenance_in_the_hub_folder_and_on_the_card(tiny_run, model):
+    import subprocess
+
+    from helpers import ROOT
+    from scvi_hub_workflow.config import resolve
+    from scvi_hub_workflow.provenance import settings_record
+
+    results = tiny_run / "results" / model
+    record = json.loads((results / "hub" / "provenance.json").read_text())
+    assert record == json.loads((results / "provenance.json").read_text())
+    settings = resolve(yaml.safe_load(TINY_CONFIG.read_text()))[model]
+    assert record["settings_sha256"] == settings_record(settings)[1]
+    dataset = json.loads((results / "dataset.json").read_text())
+    assert (record["input"]["n_cells"], record["input"]["n_genes"]) == (
+        dataset["n_cells"],
+        dataset["n_genes"],
+    )
+    assert re.fullmatch(r"[0-9a-f]{64}", record["input"]["sha256"])
+    hvg = pd.read_csv(results / "hvg.tsv", sep="\t", index_col=0)
+    assert record["genes"]["n_genes"] == int(hvg["highly_variable"].sum())
+    assert {"python", "torch", "lightning", "scvi-tools", "anndata", "scanpy"} <= set(
+        record["software"]
+    )
+    assert "unknown" not in record["software"].values()
+    assert record["environment_file"]["path"] == "envs/scvi.yaml"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
+    assert record["workflow"]["commit"] == head.stdout.decode().strip()
+    assert record["hardware"]["device"] == "cpu" and record["hardware"]["cpu_threads"] >= 1
+    assert record["training"]["seed"] == settings.train.seed
+    assert record["training"]["cells_per_second"] > 0
+    assert all(p["stopped"] for p in record["training"]["phases"])
+    card = (results / "hub" / "README.md").read_text()
+    assert "# Provenance" in card and record["settings_sha256"] in card
+    assert f"commit {record['workflow']['commit']}" in card  # Training Code URL, no remote here
+    assert "**Training Code URL**: Not provided by uploader" not in card

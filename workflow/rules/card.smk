@@ -1,3 +1,29 @@
+rule provenance:
+    input:
+        dataset="results/{model}/dataset.json",
+        hvg="results/{model}/hvg.tsv",
+        training="results/{model}/training/summary.json",
+        # the software environment the train rule runs in (this checkout's copy)
+        env=Path(workflow.basedir) / TRAIN_ENV,
+    output:
+        report(
+            "results/{model}/provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/{model}/provenance.log",
+    localrule: True
+    conda:
+        "../../envs/scanpy.yaml"
+    params:
+        settings=settings_of(*RECORDED_SETTINGS),
+        env=TRAIN_ENV,
+    script:
+        "../scripts/provenance.py"
+
+
 rule card:
     input:
         unpack(get_check_results),
@@ -6,6 +32,7 @@ rule card:
         de="results/{model}/criticism/de.json",
         training="results/{model}/training/summary.json",
         dataset="results/{model}/dataset.json",
+        provenance=rules.provenance.output[0],
     output:
         card=report(
             "results/{model}/card/README.md",
@@ -32,6 +59,7 @@ rule hub:
         model=get_published_model,
         card=rules.card.output.card,
         metadata=rules.card.output.metadata,
+        provenance=rules.provenance.output[0],
     output:
         expand("results/{{model}}/hub/{file}", file=HUB_FILES),
     log:

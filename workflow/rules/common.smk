@@ -22,6 +22,7 @@ from scvi_hub_workflow.layout import (
     DOWNLOADED_DATA,
     HUB_FILES,
 )
+from scvi_hub_workflow.provenance import RECORDED_SETTINGS
 from scvi_hub_workflow.settings import to_text
 from scvi_hub_workflow.stopping import (
     record_lock_owner,

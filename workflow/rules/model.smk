@@ -1,3 +1,7 @@
+# The train rule's software environment (provenance.json records its checksum).
+TRAIN_ENV = "envs/scvi.yaml"
+
+
 rule train:
     input:
         "results/{model}/hvg.h5ad",
@@ -20,7 +24,7 @@ rule train:
     # already trained (query check included) would otherwise hold one and make it wait.
     priority: 10
     conda:
-        "../../envs/scvi.yaml"
+        "../../" + TRAIN_ENV
     threads: 4
     resources:
         gpu=gpu_request,

@@ -35,6 +35,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             training=training,
             versions=found,
             # the optional checks that apply to this model are inputs named after them
+            provenance=read(inputs.provenance),
             checks={
                 c.name: read(getattr(inputs, c.name)) for c in CHECKS if hasattr(inputs, c.name)
             },

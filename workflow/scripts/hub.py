@@ -10,6 +10,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         snakemake.input.model,  # noqa: F821
         snakemake.input.card,  # noqa: F821
         snakemake.input.metadata,  # noqa: F821
+        snakemake.input.provenance,  # noqa: F821
     )
     files = assemble_hub_folder(sources, Path(snakemake.output[0]).parent)  # noqa: F821
     log.info("hub folder holds %s", files)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from .card_sections import fmt
+from .card_sections import fmt, provenance_section
 from .checks import CHECKS
 from .compat import import_scvi
 from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE
 from .model_kinds import kind_of
+from .provenance import code_reference
 from .settings import ModelSettings
 
 CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
@@ -78,6 +79,8 @@ class CardInputs:
     versions: dict = field(default_factory=dict)
     # the results of the optional checks that apply to the model, by check name (checks.py)
     checks: dict[str, dict] = field(default_factory=dict)
+    # provenance.json (provenance.py): how the model was made
+    provenance: dict | None = None
 
 
 def _location(entry: dict) -> str:
@@ -260,14 +263,36 @@ def render_card(inputs: CardInputs) -> str:
         f"**Training data url**: {card.training_data_url or 'Not provided by uploader'}",
         "If provided by the original uploader, for those interested in understanding or "
         "replicating the training process, the code is available at the link below.",
-        f"**Training Code URL**: {card.training_code_url or 'Not provided by uploader'}",
+        f"**Training Code URL**: {_code_url(card.training_code_url, inputs.provenance)}",
         f"Trained for {_trained_for(training)} on {training.get('device')} "
         f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
         f"torch {training.get('torch_version')}.",
+        *(provenance_section(inputs.provenance) if inputs.provenance else []),
         "# References",
         card.references or "To be added...",
     ]
-    return "\n".join(sections) + "\n"
+    return blank_line_after_tables("\n".join(sections) + "\n")
+
+
+def _code_url(configured: str | None, provenance: dict | None) -> str:
+    """The configured URL, else this workflow's (its remote at the commit, or its version and
+    commit: provenance.code_reference)."""
+    if configured:
+        return configured
+    if provenance:
+        return code_reference(provenance["workflow"])
+    return "Not provided by uploader"
+
+
+def blank_line_after_tables(text: str) -> str:
+    """A blank line after every table: in CommonMark a table runs on into the next line."""
+    lines = text.split("\n")
+    out = []
+    for line, following in zip(lines, [*lines[1:], ""], strict=True):
+        out.append(line)
+        if line.startswith("|") and following.strip() and not following.startswith("|"):
+            out.append("")
+    return "\n".join(out)
 
 
 def metadata(model_class: str, versions: dict, training_data_url: str | None) -> dict:

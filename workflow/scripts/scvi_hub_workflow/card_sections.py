@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from .layout import RAN, SKIPPED_REASON, TOTAL, TOTAL_PCA, latent_keys
+from .provenance import code_reference
 from .settings import ModelSettings
 
 
@@ -161,3 +162,66 @@ def query_check_section(qc: dict | None, settings: ModelSettings) -> list[str]:
             f"cells: accuracy {fmt(truth['accuracy'])}."
         )
     return [title, text]
+
+
+def _subset(subset: dict) -> str:
+    if not subset:
+        return "all cells"
+    return "; ".join(
+        f"{column} in {', '.join(map(str, values))}" for column, values in subset.items()
+    )
+
+
+def provenance_section(record: dict) -> list[str]:
+    """How the model was made (provenance.json, published next to it), as a table."""
+    source, training = record["input"], record["training"]
+    dataset = source["source"]
+    if source.get("cellxgene_dataset_version_id"):
+        dataset += (
+            f" (CELLxGENE dataset {source.get('cellxgene_dataset_id')}, version "
+            f"{source['cellxgene_dataset_version_id']})"
+        )
+    if source.get("url"):
+        dataset += f", {source['url']}"
+    phases = ", ".join(
+        f"{p['model_class']} {p['epochs']} of {p['max_epochs']} ({p['stopped']})"
+        for p in training["phases"]
+    )
+    software = ", ".join(f"{name} {version}" for name, version in record["software"].items())
+    hardware = record["hardware"]
+    env = record["environment_file"]
+    rate = training.get("cells_per_second")
+    rows = [
+        ("Workflow", code_reference(record["workflow"])),
+        ("Settings (sha256)", f"`{record['settings_sha256']}`"),
+        ("Input", dataset),
+        ("Input file (sha256)", f"`{source['sha256']}`"),
+        ("Subset", _subset(source.get("subset") or {})),
+        ("Cells x genes read", f"{source.get('n_cells')} x {source.get('n_genes')}"),
+        (
+            "Genes trained on",
+            f"{record['genes']['n_genes']} (sha256 `{record['genes']['sha256']}`)",
+        ),
+        ("Software", software),
+        ("Environment file", f"{env['path']} (sha256 `{env['sha256']}`)"),
+        (
+            "Hardware",
+            f"{hardware.get('device')} (accelerator {hardware.get('accelerator')}), GPU "
+            f"{hardware.get('gpu_name') or 'none'}, {hardware.get('cpu_threads')} CPU threads",
+        ),
+        ("Seed", str(training.get("seed"))),
+        ("Epochs (why training stopped)", phases),
+        (
+            "Training time",
+            f"{fmt(training.get('seconds'))} s"
+            + (f", {rate:,.0f} cells per second (training cells x epochs / s)" if rate else ""),
+        ),
+        ("Trained at", str(record.get("trained_at"))),
+    ]
+    table = "| Item | Value |\n|------|-------|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return [
+        "# Provenance",
+        "How this model was made. The full record, with every setting, is provenance.json in "
+        "this repository.",
+        table,
+    ]

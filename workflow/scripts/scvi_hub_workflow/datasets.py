@@ -257,10 +257,10 @@ def prepare_dataset(
     dataset, setup = settings.dataset, settings.model.setup
     # Downloads were verified as they arrived; a local file is verified here.
     local = dataset.location.kind == "path"
-    if local and dataset.sha256:
-        actual = sha256_of(source_path)
-        if actual != dataset.sha256.lower():
-            raise DatasetError(f"{where}: SHA-256 {actual} differs from dataset.sha256")
+    # The input's checksum for provenance.json: a CELLxGENE record carries it already.
+    actual = (record or {}).get("sha256") or sha256_of(source_path)
+    if local and dataset.sha256 and actual != dataset.sha256.lower():
+        raise DatasetError(f"{where}: SHA-256 {actual} differs from dataset.sha256")
     if local and dataset.checksum:
         try:
             verify_file(source_path, dataset.checksum, "dataset.checksum")
@@ -311,6 +311,7 @@ def prepare_dataset(
                     writer.close()
     summary = {
         "source": str(source_path),
+        "sha256": actual,
         "n_cells": int(rows.size),
         "n_genes": int(n_genes),
         "counts_from": dataset.counts,

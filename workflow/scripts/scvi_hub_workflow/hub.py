@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .layout import CARD_FILE, DATA_FILE, HUB_FILES, METADATA_FILE, MODEL_FILE
+from .layout import CARD_FILE, DATA_FILE, HUB_FILES, METADATA_FILE, MODEL_FILE, PROVENANCE_FILE
 from .rule_io import atomic_path
 
 # Hard-linked, so multi-GB AnnData take no space twice; they live in the model folder, an input
@@ -31,13 +31,19 @@ def _place(source: Path, target: Path, link: bool) -> None:
         shutil.copy2(source, tmp)
 
 
-def hub_sources(model_dir: str | Path, card_path: str | Path, metadata_path: str | Path) -> dict:
+def hub_sources(
+    model_dir: str | Path,
+    card_path: str | Path,
+    metadata_path: str | Path,
+    provenance_path: str | Path,
+) -> dict:
     """Where each published file comes from."""
     return {
         MODEL_FILE: Path(model_dir) / MODEL_FILE,
         DATA_FILE: Path(model_dir) / DATA_FILE,
         METADATA_FILE: Path(metadata_path),
         CARD_FILE: Path(card_path),
+        PROVENANCE_FILE: Path(provenance_path),
     }
 
 

@@ -33,8 +33,9 @@ MODEL_FILE = "model.pt"
 DATA_FILE = "adata.h5ad"
 METADATA_FILE = "_scvi_required_metadata.json"
 CARD_FILE = "README.md"
-# What `scvi.hub.HubModel` reads from a repository, and all that we publish.
-HUB_FILES = (MODEL_FILE, DATA_FILE, METADATA_FILE, CARD_FILE)
+PROVENANCE_FILE = "provenance.json"  # how the model was made (provenance.py)
+# What `scvi.hub.HubModel` reads from a repository, and the provenance: all that we publish.
+HUB_FILES = (MODEL_FILE, DATA_FILE, METADATA_FILE, CARD_FILE, PROVENANCE_FILE)
 
 # --- result tables ------------------------------------------------------------------------
 

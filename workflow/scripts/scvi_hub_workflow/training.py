@@ -14,6 +14,7 @@ from .compat import import_scvi, mark_minified
 from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
 from .model_io import scvi_class
 from .model_kinds import kind_of
+from .provenance import training_environment
 from .settings import ModelSettings, TrainSettings
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,29 @@ def history_table(history: dict[str, pd.DataFrame], phase: str | None = None) ->
     return table
 
 
-def phase_summary(phase: str, model_class: str, history: dict[str, pd.DataFrame]) -> dict:
-    """One training phase as summary.json records it: which model, how many epochs."""
+def phase_summary(
+    phase: str,
+    model_class: str,
+    history: dict[str, pd.DataFrame],
+    max_epochs: int | None,
+    early_stopping: bool,
+) -> dict:
+    """One training phase as summary.json records it: which model, how many epochs, and why
+    it stopped (with early stopping on, fewer epochs than allowed mean it ended training)."""
     epochs = len(history.get("elbo_train", []))
-    return {"phase": phase, "model_class": model_class, "epochs": epochs}
+    if not early_stopping:
+        stopped = "max_epochs reached"
+    elif max_epochs is None:
+        stopped = "early stopping or scvi-tools' default max_epochs"
+    else:
+        stopped = "max_epochs reached" if epochs >= max_epochs else "early stopping"
+    return {
+        "phase": phase,
+        "model_class": model_class,
+        "epochs": epochs,
+        "max_epochs": max_epochs,
+        "stopped": stopped,
+    }
 
 
 def train_model(
@@ -132,7 +152,11 @@ def train_model(
         )
         phase = base.name.lower()
         histories.append(history_table(pretrained.history, phase))
-        phases.append(phase_summary(phase, base.name, pretrained.history))
+        phases.append(
+            phase_summary(
+                phase, base.name, pretrained.history, train.scvi_max_epochs, train.early_stopping
+            )
+        )
         # this class's own setup keys and constructor parameters, on top of the pre-trained model
         own_setup = {k: v for k, v in setup.items() if k not in base.setup_keys}
         own_params = {k: params[k] for k in kind.own_params if k in params}
@@ -147,7 +171,11 @@ def train_model(
     kwargs.update({key: getattr(train, key) for key in kind.train_extras})
     model.train(**kwargs)
     histories.append(history_table(model.history, kind.name.lower()))
-    phases.append(phase_summary(kind.name.lower(), kind.name, model.history))
+    phases.append(
+        phase_summary(
+            kind.name.lower(), kind.name, model.history, train.max_epochs, train.early_stopping
+        )
+    )
     device = str(model.device)
     log.info("trained on device %s", device)
 
@@ -172,6 +200,9 @@ def train_model(
         # The registry records scvi-tools' version but not anndata's: the card reads it here.
         "anndata_version": ad.__version__,
         "torch_version": torch.__version__,
+        "seed": train.seed,
+        # the workflow's commit, software, CPU threads and date, for provenance.json
+        "environment": training_environment(),
     }
     return model, pd.concat(histories), summary
 

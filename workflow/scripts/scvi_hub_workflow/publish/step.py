@@ -9,6 +9,7 @@ from typing import Any
 
 from ..layout import ATTEMPTS, FIRST_WAIT_S
 from ..settings import PublishSettings
+from .certify import certify
 from .commit import add_to_collection, commit_hub_folder, status_of
 from .errors import PublishError
 from .manifest import (
@@ -71,6 +72,8 @@ def publish(
     }
     if settings.verify:
         receipt["verification"] = verify_pull(repo_id, commit, model_dir, token)
+        # the revision as a user meets it: fresh download and process, downstream use, data
+        receipt["certification"] = certify(repo_id, commit, model_dir, token)
     if settings.collection:
         receipt["collection"] = add_to_collection(api, settings.collection, repo_id, token)
     receipt["finished_at"] = now()
