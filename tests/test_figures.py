@@ -46,6 +46,9 @@ def history(phases=(("scvi", 4), ("scanvi", 3))) -> pd.DataFrame:
 def test_training_curves_show_every_phase_on_one_axis():
     figure = figures.training_curves(history())
     elbo = figure.axes[0]
+    # scvi-tools' `elbo` is the loss it minimises: the negative ELBO
+    assert elbo.get_title() == "Negative ELBO (loss)"
+    assert elbo.get_ylabel() == "Negative ELBO (loss), lower is better"
     train_line = elbo.get_lines()[0]
     assert len(train_line.get_xdata()) == 7  # 4 SCVI epochs, then 3 SCANVI epochs
     texts = {t.get_text() for t in elbo.texts}
@@ -83,15 +86,29 @@ def test_latent_umap_cv_scatter_and_de_figures():
             "lfc_pearson": [0.9, -0.2, 0.1],
         }
     )
+    cv = {
+        "cell_wise": {"train": {"pearson": 0.91}, "validation": {"pearson": 0.87}},
+        "gene_wise": {"all": {"pearson": 0.99}},
+    }
     made = figures.model_figures(
-        history(), obs, latent, cells, genes, de, batch_key="batch", labels_key="cell_type", seed=0
+        history(),
+        obs,
+        latent,
+        cells,
+        genes,
+        de,
+        cv,
+        batch_key="batch",
+        labels_key="cell_type",
+        seed=0,
     )
     assert sorted(made) == ["de", "latent", "ppc", "training"]
     umap_axes = [ax for ax in made["latent"].axes if ax.get_title()]
     assert [ax.get_title() for ax in umap_axes] == ["batch (batch)", "label (cell_type)", "split"]
     assert "all 300 cells" in made["latent"]._suptitle.get_text()
-    pearson = np.corrcoef(genes["observed_cv"], genes["model_cv"])[0, 1]
-    assert f"Pearson {pearson:.2f}" in made["ppc"].axes[1].get_title()
+    # the numbers of cv.json (and the card), not a correlation of the pooled points
+    assert made["ppc"].axes[0].get_title() == "per cell (Pearson: train 0.91, validation 0.87)"
+    assert made["ppc"].axes[1].get_title() == "per gene (Pearson, all cells: 0.99)"
     assert "n/a" in {t.get_text() for t in made["de"].axes[0].texts}
     for figure in made.values():
         assert_not_blank(figure)

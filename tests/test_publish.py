@@ -68,6 +68,15 @@ def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
         assert verification["max_abs_latent_difference"] <= publish.LATENT_TOLERANCE
         assert verification["max_abs_weight_difference"] == 0
 
+        # Certified: the exact revision, downloaded fresh, loaded without this package, with
+        # held-out cells mapped onto it and its data checked against the card and provenance.
+        certification = receipt["certification"]
+        assert certification["passed"] and certification["revision"] == receipt["commit"]
+        assert set(HUB_FILES) <= set(certification["files"])
+        assert certification["ran"].startswith("scArches query mapping")
+        assert certification["query_cells"] > 0
+        assert any("card tissues ['blood']" in c for c in certification["data_check"]["checked"])
+
         # The binary files went through the transfer mode under test.
         model_pt = repo.head.files["model.pt"]
         assert model_pt.is_lfs
@@ -365,3 +374,41 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     assert early.returncode != 0
     assert "no Hugging Face token" in early.stdout + early.stderr
     assert not (workdir / "results").exists()
+
+
+def test_tissue_check_compares_the_card_and_provenance_with_the_data():
+    import pandas as pd
+    from scvi_hub_workflow.publish.certify import card_tissues, tissue_check
+
+    card = "---\nlibrary_name: scvi-tools\ntags:\n- biology\n- tissue:lung\n---\n# x\n"
+    assert card_tissues(card) == ["lung"]
+    lung = pd.DataFrame({"tissue": ["lung", "lung"], "donor": ["a", "b"]})
+    subset = {"input": {"subset": {"tissue": ["lung"]}}}
+    assert tissue_check(lung, card, subset)["passed"]
+    blood = pd.DataFrame({"tissue": ["blood", "lung"]})
+    failed = tissue_check(blood, card, subset)
+    assert (
+        not failed["passed"] and "['blood'], outside provenance.json's subset" in failed["reason"]
+    )
+    only_blood = tissue_check(pd.DataFrame({"tissue": ["blood"]}), card, None)
+    assert (
+        not only_blood["passed"]
+        and "the card's tissue ['lung'] is not in the data" in (only_blood["reason"])
+    )
+    gone = tissue_check(pd.DataFrame({"x": [1]}), card, subset)
+    assert not gone["passed"] and "'tissue', absent" in gone["reason"]
+    # nothing to compare the card's tissue with: said, not failed
+    unchecked = tissue_check(pd.DataFrame({"x": [1]}), card, None)
+    assert unchecked["passed"] and "not checked" in unchecked["checked"][0]
+
+
+@pytest.mark.slow
+def test_a_push_whose_card_names_another_tissue_fails_certification(hub, tiny, tmp_path):
+    card = tiny.hub_dir / "README.md"
+    card.write_text(card.read_text().replace("- tissue:blood", "- tissue:lung"))
+    done = run_publish(hub, tiny, tmp_path, {"repo_id": "alice/tiny"}, "xet")
+    assert done.returncode == 1 and done.receipt is None
+    assert "certification of alice/tiny at" in done.output
+    assert "the card's tissue ['lung'] is not in the data" in done.output
+    assert "already public on the Hub" in done.output
+    assert hub.commit_count("alice/tiny") == 2  # the commit was made: the message says so

@@ -90,7 +90,21 @@ def test_the_summary_table_lists_every_model(tiny_run, report_zip):
     assert table["query_knn_overlap"].isna().tolist() == [False, True]
     assert table["query_label_accuracy"].isna().tolist() == [False, True]
     results = report_results(report_zip.read("report/report.html").decode())
-    assert "results/models.tsv" in results
+    # shown in the page (HTML), not only offered as a download
+    page = results["results/models.html"]
+    assert page["mime_type"] == "text/html"
+    assert "<table" in (tiny_run / "results/models.html").read_text()
+
+
+@pytest.mark.parametrize("model", ["tiny-scvi", "tiny-scanvi"])
+def test_the_report_shows_every_card_and_provenance_per_model(tiny_run, report_zip, model):
+    results = report_results(report_zip.read("report/report.html").decode())
+    card = results[f"results/{model}/card/README.html"]
+    assert card["mime_type"] == "text/html" and card["labels"]["model"] == model
+    page = (tiny_run / f"results/{model}/card/README.html").read_text()
+    assert "<h1>Provenance</h1>" in page and page.count("<table>") >= 4
+    provenance = results[f"results/{model}/provenance.json"]
+    assert provenance["labels"]["model"] == model and model in provenance["caption"]
 
 
 @pytest.fixture(scope="module")

@@ -320,3 +320,30 @@ def test_a_long_epoch_logs_every_few_seconds(caplog):
     assert lines[0] == "SCVI: training for at most 10 epochs"
     assert len(lines) == 2
     assert re.fullmatch(r"SCVI: epoch 1/10, batch 42/500; elapsed \ds", lines[1]), lines[1]
+
+
+def test_the_console_gets_the_first_and_last_epochs_and_a_line_a_minute_between(
+    tmp_path, monkeypatch
+):
+    import io
+
+    from scvi_hub_workflow import progress as progress_module
+    from scvi_hub_workflow.progress import ProgressLog
+    from scvi_hub_workflow.rule_io import logged_to
+
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", console)
+    clock = iter(range(0, 10_000, 20))  # every epoch takes 20 s
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    trainer = SimpleNamespace(max_epochs=10, current_epoch=0, callback_metrics={})
+    with logged_to(tmp_path / "logs" / "m" / "train.log"):
+        progress = ProgressLog("SCVI")
+        progress.on_train_start(trainer, None)
+        for epoch in range(10):
+            trainer.current_epoch = epoch
+            progress.on_train_epoch_end(trainer, None)
+    lines = console.getvalue().splitlines()
+    # epochs 1, 4 and 7 (a minute apart), then the last: never one per epoch
+    assert [re.search(r"epoch (\d+)/10", line).group(1) for line in lines] == ["1", "4", "7", "10"]
+    assert all(line.startswith(f"{tmp_path}/logs/m/train.log: SCVI: epoch") for line in lines)
+    assert (tmp_path / "logs/m/train.log").read_text().count("SCVI: epoch") == 10

@@ -328,3 +328,34 @@ def test_every_model_has_its_provenance_in_the_hub_folder_and_on_the_card(tiny_r
     assert "# Provenance" in card and record["settings_sha256"] in card
     assert f"commit {record['workflow']['commit']}" in card  # Training Code URL, no remote here
     assert "**Training Code URL**: Not provided by uploader" not in card
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("results/tiny-scvi/publish.json", "--configfile", str(TINY_CONFIG)),
+        ("--configfile", str(TINY_CONFIG), "--", "results/tiny-scvi/publish.json"),
+    ],
+    ids=["target first", "configfile then --"],
+)
+def test_one_models_results_build_alone_in_the_documented_forms(tmp_path, args):
+    dry = snakemake("-n", "--cores", "1", *args, workdir=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = set(re.findall(r"wildcards: model=(\S+)", dry.stdout + dry.stderr))
+    assert jobs == {"tiny-scvi"}
+    assert "rule publish:" in dry.stdout + dry.stderr
+
+
+def test_a_config_with_other_models_remakes_the_summary_and_says_so(tiny_run, tmp_path):
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    del cfg["models"]["tiny-scanvi"]
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    dry = snakemake("-n", "--cores", "1", "--configfile", str(path), workdir=tiny_run)
+    output = dry.stdout + dry.stderr
+    assert dry.returncode == 0, output[-3000:]
+    assert "results/models.tsv lists the models ['tiny-scanvi', 'tiny-scvi']" in output
+    assert "rule model_summary:" in output
+    # with its own config, the table is current: no warning
+    again = snakemake("-n", "--cores", "1", "--configfile", str(TINY_CONFIG), workdir=tiny_run)
+    assert "lists the models" not in again.stdout + again.stderr

@@ -34,8 +34,10 @@ rule card:
         dataset="results/{model}/dataset.json",
         provenance=rules.provenance.output[0],
     output:
-        card=report(
-            "results/{model}/card/README.md",
+        card="results/{model}/card/README.md",
+        # the card as the report shows it in the page (Markdown would only be a download)
+        page=report(
+            "results/{model}/card/README.html",
             caption="../report/card.rst",
             category="Model card",
             labels={"model": "{model}"},

@@ -85,6 +85,14 @@ def warn_of_missing_gpu():
         )
 
 
+# A models.tsv of another config would reach a report built now (--report runs no job).
+from scvi_hub_workflow.model_summary import stale_table_warning
+
+_stale = stale_table_warning("results/models.tsv", MODELS)
+if _stale:
+    logger.warning(_stale)
+
+
 onstart:
     if workflow.local_exec:
         # The locks are held now: record that they are this run's (see remove_stale_locks); a
@@ -199,7 +207,7 @@ def get_report_files(wildcards):
     for check in CHECKS:
         outputs = list(getattr(rules, check.name).output)
         files += expand(outputs, model=models_checked_by(check))
-    return files + [rules.model_summary.output[0]]
+    return files + [rules.model_summary.output.page]
 
 
 def get_hub_files(wildcards):

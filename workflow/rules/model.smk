@@ -24,7 +24,7 @@ rule train:
     # already trained (query check included) would otherwise hold one and make it wait.
     priority: 10
     conda:
-        "../../" + TRAIN_ENV
+        f"../../{TRAIN_ENV}"
     threads: 4
     resources:
         gpu=gpu_request,

@@ -7,6 +7,7 @@ rule figures:
         history="results/{model}/training/history.tsv",
         # only obs and the latent posterior are read
         model=get_published_model,
+        cv="results/{model}/criticism/cv.json",
         cv_cells="results/{model}/criticism/cv_cells.tsv",
         cv_genes="results/{model}/criticism/cv_genes.tsv",
         de="results/{model}/criticism/de.tsv",
@@ -55,8 +56,10 @@ rule model_summary:
     input:
         unpack(get_summary_inputs),
     output:
-        report(
-            "results/models.tsv",
+        table="results/models.tsv",
+        # the table as the report shows it in the page (a TSV would only be a download)
+        page=report(
+            "results/models.html",
             caption="../report/models.rst",
             category="Summary",
             labels={"table": "all models"},
@@ -66,5 +69,8 @@ rule model_summary:
     localrule: True
     conda:
         "../../envs/scanpy.yaml"
+    params:
+        # the config's models: another config (other models) makes the table again
+        models=sorted(MODELS),
     script:
         "../scripts/model_summary.py"

@@ -12,6 +12,7 @@ from scvi_hub_workflow.card import (
     with_source_url,
 )
 from scvi_hub_workflow.checks import CHECKS
+from scvi_hub_workflow.report_pages import markdown_page
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
 from scvi_hub_workflow.settings import from_text
 
@@ -44,5 +45,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
     meta = metadata(saved.model_class, found, settings.card.training_data_url)
     with atomic_path(snakemake.output.card) as tmp:  # noqa: F821
         tmp.write_text(card)
+    with atomic_path(snakemake.output.page) as tmp:  # noqa: F821
+        tmp.write_text(markdown_page(card, f"Model card of {settings.name}"))
     with atomic_path(snakemake.output.metadata) as tmp:  # noqa: F821
         tmp.write_text(json.dumps(meta, indent=2) + "\n")

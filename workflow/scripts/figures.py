@@ -1,5 +1,6 @@
 """Rule figures: the report's figures of one model (training, latent UMAP, PPC, DE)."""
 
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -23,6 +24,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         pd.read_csv(inputs.cv_cells, sep="\t", index_col="cell"),
         pd.read_csv(inputs.cv_genes, sep="\t", index_col="gene"),
         pd.read_csv(inputs.de, sep="\t"),
+        json.loads(Path(inputs.cv).read_text()),
         batch_key=settings.model.setup.batch_key,
         labels_key=settings.model.setup.labels_key,
         seed=settings.train.seed,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from scvi_hub_workflow.checks import CHECKS
 from scvi_hub_workflow.model_summary import summary_row, summary_table
+from scvi_hub_workflow.report_pages import table_page
 from scvi_hub_workflow.rule_io import atomic_path, logged_to
 
 
@@ -31,5 +32,8 @@ with logged_to(snakemake.log[0]):  # noqa: F821
         )
         for t, c, d in zip(inputs.training, inputs.cv, inputs.de, strict=True)
     ]
-    with atomic_path(snakemake.output[0]) as tmp:  # noqa: F821
-        summary_table(rows).to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.3f")
+    table = summary_table(rows)
+    with atomic_path(snakemake.output.table) as tmp:  # noqa: F821
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.3f")
+    with atomic_path(snakemake.output.page) as tmp:  # noqa: F821
+        tmp.write_text(table_page(table, "Every model of the config"))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .layout import PHASE_COLUMN, SPLIT_COLUMN
+from .layout import CELL_WISE, GENE_WISE, PHASE_COLUMN, SPLIT_COLUMN
 
 DPI = 110
 # The UMAP runs on at most this many cells (a seeded subsample above it): the embedding of a
@@ -22,7 +22,11 @@ MAX_UMAP_CELLS = 50_000
 # Scatter plots draw at most this many points (seeded subsample), so a PNG stays small.
 MAX_SCATTER_POINTS = 50_000
 # Columns of the history plotted, each as (title, stem): stem_train and stem_validation.
-CURVES = (("ELBO", "elbo"), ("Reconstruction loss", "reconstruction_loss"))
+# scvi-tools logs the ELBO as a loss to minimise (reconstruction loss + KL): the negative ELBO.
+CURVES = (
+    ("Negative ELBO (loss)", "elbo"),
+    ("Reconstruction loss", "reconstruction_loss"),
+)
 DE_METRICS = ("gene_f1", "roc_auc", "pr_auc", "lfc_pearson")
 
 
@@ -66,7 +70,7 @@ def training_curves(history: pd.DataFrame) -> Figure:
                 textcoords="offset points",
                 color="grey",
             )
-        ax.set(title=title, xlabel="epoch (all phases)", ylabel=title)
+        ax.set(title=title, xlabel="epoch (all phases)", ylabel=f"{title}, lower is better")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(loc="upper right")
     return figure
@@ -120,23 +124,34 @@ def _identity_scatter(ax, observed, model, colours, title: str) -> None:
     low = float(min(np.min(observed), np.min(model), 0))
     high = float(max(np.max(observed), np.max(model)))
     ax.plot([low, high], [low, high], color="grey", linestyle=":", label="model = observed")
-    pearson = np.corrcoef(observed, model)[0, 1] if len(observed) > 1 else float("nan")
-    ax.set(title=f"{title} (Pearson {pearson:.2f})", xlabel="observed CV", ylabel="model CV")
+    ax.set(title=title, xlabel="observed CV", ylabel="model CV")
 
 
-def cv_scatter(cells: pd.DataFrame, genes: pd.DataFrame, seed: int) -> Figure:
+def _pearson(table: dict, split: str) -> str:
+    value = (table.get(split) or {}).get("pearson")
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
+def cv_scatter(cells: pd.DataFrame, genes: pd.DataFrame, seed: int, cv: dict) -> Figure:
     """Model against observed coefficient of variation: per cell (training and validation cells,
-    coloured by split) and per gene (all cells)."""
+    coloured by split) and per gene (all cells). The Pearson correlations in the titles are
+    cv.json's (the card's), per split."""
     figure = Figure(figsize=(10, 4.4), layout="constrained")
     left, right = figure.subplots(1, 2)
     cells = cells[cells[SPLIT_COLUMN].isin(["train", "validation"])]
     cells = cells.iloc[subsample(len(cells), MAX_SCATTER_POINTS, seed)]
     colours = np.where(cells[SPLIT_COLUMN] == "train", "C0", "C1")
-    _identity_scatter(left, cells["observed_cv"], cells["model_cv"], colours, "per cell")
+    cell_wise, gene_wise = cv.get(CELL_WISE, {}), cv.get(GENE_WISE, {})
+    cell_title = (
+        f"per cell (Pearson: train {_pearson(cell_wise, 'train')}, "
+        f"validation {_pearson(cell_wise, 'validation')})"
+    )
+    _identity_scatter(left, cells["observed_cv"], cells["model_cv"], colours, cell_title)
     for split, colour in (("train", "C0"), ("validation", "C1")):
         left.scatter([], [], color=colour, label=split)
     left.legend(loc="upper left", frameon=False)
-    _identity_scatter(right, genes["observed_cv"], genes["model_cv"], "C2", "per gene")
+    gene_title = f"per gene (Pearson, all cells: {_pearson(gene_wise, 'all')})"
+    _identity_scatter(right, genes["observed_cv"], genes["model_cv"], "C2", gene_title)
     right.legend(loc="upper left", frameon=False)
     return figure
 
@@ -218,6 +233,7 @@ def model_figures(
     cv_cells: pd.DataFrame,
     cv_genes: pd.DataFrame,
     de_table: pd.DataFrame,
+    cv: dict,
     *,
     batch_key: str | None,
     labels_key: str | None,
@@ -238,7 +254,7 @@ def model_figures(
     return {
         "training": training_curves(history),
         "latent": umap,
-        "ppc": cv_scatter(cv_cells, cv_genes, seed),
+        "ppc": cv_scatter(cv_cells, cv_genes, seed, cv),
         "de": de_benchmark(de_table),
     }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pandas as pd
 
 from .checks import CHECKS
@@ -43,3 +46,27 @@ def summary_row(
 
 def summary_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def models_in_table(path: str | Path) -> list[str] | None:
+    """The models an existing models.tsv lists (None when there is none), read without pandas:
+    Snakemake reads it while parsing, to say when the table is another config's."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, csv.Error):
+        return None
+    return sorted(row["model"] for row in rows if row.get("model"))
+
+
+def stale_table_warning(path: str | Path, models) -> str | None:
+    """A warning when models.tsv lists other models than the config: it was made by another
+    config, and a report built now would show that config's table."""
+    found = models_in_table(path)
+    if found is None or found == sorted(models):
+        return None
+    return (
+        f"{path} lists the models {found}, not this config's {sorted(models)}: it was made with "
+        "another config. Run snakemake with this config (it remakes the table) before "
+        "building a report (--report)."
+    )

@@ -2,7 +2,9 @@
 
 The progress bar is off (it fills logs with carriage returns), and Lightning prints nothing else.
 This logs one line per epoch (epoch, losses, elapsed, ETA), and one every `every_s` seconds
-inside an epoch that takes longer. The log file is line-buffered (rule_io.logged_to), so each
+inside an epoch that takes longer. The console (the job's stderr, which Snakemake shows) gets
+the first and last epoch and at most one line a minute between, so a long training is never
+silent and a short one never floods it. The log file is line-buffered (rule_io.logged_to), so each
 line reaches the file, also on a SLURM node, as it is written.
 """
 
@@ -13,6 +15,8 @@ import math
 import time
 
 from lightning.pytorch.callbacks import Callback
+
+from .rule_io import to_console
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,11 @@ def losses(metrics: dict) -> str:
 class ProgressLog(Callback):
     """Log each training epoch of one `model.train()` call, labelled with its `phase`."""
 
-    def __init__(self, phase: str, every_s: float = 30.0):
+    def __init__(self, phase: str, every_s: float = 30.0, console_every_s: float = 60.0):
         self.phase = phase
         self.every_s = every_s
-        self.started = self.last = 0.0
+        self.console_every_s = console_every_s
+        self.started = self.last = self.last_console = 0.0
 
     def on_train_start(self, trainer, pl_module):
         self.started = self.last = time.monotonic()
@@ -82,3 +87,10 @@ class ProgressLog(Callback):
             duration(elapsed),
             duration(eta) if math.isfinite(eta) else "unknown",
         )
+        # The console gets the first epoch, the last, and at most one line a minute between.
+        if done in (1, trainer.max_epochs) or now - self.last_console >= self.console_every_s:
+            self.last_console = now
+            to_console(
+                f"{self.phase}: epoch {done}/{trainer.max_epochs}, elapsed {duration(elapsed)}, "
+                f"ETA {duration(eta) if math.isfinite(eta) else 'unknown'}"
+            )

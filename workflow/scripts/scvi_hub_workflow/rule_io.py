@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,23 +18,90 @@ from typing import Any
 
 from .stopping import stop_on_signals
 
+# Terminal control sequences (colours, cursor moves) that rich and tqdm write.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+class PlainText(io.TextIOBase):
+    """A text stream that writes to ``target`` without terminal control sequences, and
+    without the blanks rich pads its lines with."""
+
+    def __init__(self, target):
+        self.target = target
+        self.blanks = ""  # trailing blanks held back until it is known whether a line ends
+
+    def write(self, text: str) -> int:
+        plain = self.blanks + ANSI_ESCAPE.sub("", text)
+        body = plain.rstrip(" \t")
+        self.blanks = plain[len(body) :]
+        self.target.write(re.sub(r"[ \t]+\n", "\n", body))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False  # libraries then leave colours out themselves
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+
+class NotWrittenYet(logging.Filter):
+    """Drop a record that a handler of its own logger (Lightning's, for one) already wrote to
+    the same log: the root's copy would repeat the line."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if any(getattr(h, "stream", None) is self.stream for h in logger.handlers):
+                return False
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return True
+
+
+# While a job runs in logged_to: its own stderr (the console Snakemake shows) and the log's path.
+_console: list[tuple[Any, str]] = []
+
+
+def to_console(message: str) -> None:
+    """One line on the job's stderr, where the user running Snakemake looks (the log file has
+    everything): prefixed with the log's path. Outside logged_to, nothing."""
+    if _console:
+        stream, log_path = _console[-1]
+        try:
+            stream.write(f"{log_path}: {message}\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken console never fails the job
+
 
 @contextlib.contextmanager
 def logged_to(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
-    """Send stdout, stderr and the ``logging`` module to the rule's log file.
+    """Send stdout, stderr and the ``logging`` module to the rule's log file, as plain text
+    (no colour codes) and each record once.
 
     Exceptions are logged with their traceback before they propagate, so the log
     alone explains a failed job. SIGTERM and SIGINT stop the job at once (see stopping.py).
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as handle:
+    with open(log_path, "w", buffering=1) as file:
+        handle = PlainText(file)
         old_out, old_err = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = handle
         root = logging.getLogger()
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(NotWrittenYet(handle))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        _console.append((old_err, str(log_path)))
         try:
             with stop_on_signals():
                 yield logging.getLogger("scvi_hub_workflow")
@@ -43,6 +111,7 @@ def logged_to(log_path: str | os.PathLike) -> Iterator[logging.Logger]:
             logging.getLogger("scvi_hub_workflow").exception("job failed")
             raise
         finally:
+            _console.pop()
             root.removeHandler(handler)
             sys.stdout, sys.stderr = old_out, old_err
 
