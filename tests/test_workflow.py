@@ -222,7 +222,7 @@ def test_report_bundles_the_results(tiny_run):
     import zipfile
 
     names = zipfile.ZipFile(tiny_run / "report.zip").namelist()
-    assert any(name.endswith("card/README.html") for name in names)  # the card, as a page
+    assert any(name.endswith("README.html") for name in names)  # the card, as a page
     assert any(name.endswith("provenance.json") for name in names)
     assert any(name.endswith("de.tsv") for name in names)
 
