@@ -74,6 +74,14 @@ def publish(
         receipt["verification"] = verify_pull(repo_id, commit, model_dir, token)
         # the revision as a user meets it: fresh download and process, downstream use, data
         receipt["certification"] = certify(repo_id, commit, model_dir, token)
+        data = receipt["certification"].get("data_check") or {}
+        log.info(
+            "certified %s at %s: %s; data: %s",
+            repo_id,
+            commit,
+            receipt["certification"].get("ran"),
+            "; ".join(data.get("checked") or []) or "nothing to compare",
+        )
     if settings.collection:
         receipt["collection"] = add_to_collection(api, settings.collection, repo_id, token)
     receipt["finished_at"] = now()
