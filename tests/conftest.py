@@ -35,6 +35,8 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny-run")
     result = snakemake("--cores", "2", "--configfile", str(TINY_CONFIG), workdir=workdir)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    # what the user running Snakemake saw, for the tests of the console
+    (workdir / "logs" / "console.txt").write_text(result.stdout + result.stderr)
     return workdir
 
 

@@ -360,3 +360,14 @@ def test_a_config_with_other_models_remakes_the_summary_and_says_so(tiny_run, tm
     # with its own config, the table is current: no warning
     again = snakemake("-n", "--cores", "1", "--configfile", str(TINY_CONFIG), workdir=tiny_run)
     assert "lists the models" not in again.stdout + again.stderr
+
+
+def test_training_progress_reaches_the_console_without_flooding_it(tiny_run):
+    console = (tiny_run / "logs" / "console.txt").read_text()
+    lines = [line for line in console.splitlines() if "train.log: " in line]
+    # the first and the last epoch of each phase (tiny epochs are seconds apart)
+    assert "logs/tiny-scvi/train.log: SCVI: epoch 1/3, elapsed" in console
+    assert "logs/tiny-scvi/train.log: SCVI: epoch 3/3, elapsed" in console
+    assert "logs/tiny-scanvi/train.log: SCANVI: epoch 2/2, elapsed" in console
+    assert len(lines) <= 6, lines
+    assert "\x1b[" not in (tiny_run / "logs/tiny-scanvi/train.log").read_text()
