@@ -22,6 +22,7 @@ from scvi_hub_workflow.settings import ModelSettings, from_text, to_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.yaml"
+SPATIAL_CONFIG = ROOT / "tests" / "configs" / "spatial.yaml"
 SHARED = ROOT.parent / "shared"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 # A fresh, realistic-looking token per session, so grepping for it means something.

@@ -163,6 +163,18 @@ def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
     card = render_card(two)
     assert "Trained for 40 epochs of SCVI pre-training, then 10 epochs of SCANVI on cpu" in card
     assert "Trained for 7 epochs on cpu" in render_card(inputs())
+    named = inputs()
+    named.training = {
+        "epochs": 10,
+        "device": "cpu",
+        "accelerator": "cpu",
+        "phases": [{"phase": "scanvi", "model_class": "SCANVI", "epochs": 10}],
+        "pretrained_model": {"model": "lung-scvi", "model_class": "SCVI", "epochs": 40},
+    }
+    assert (
+        "Trained for 10 epochs of SCANVI, starting from the published SCVI model lung-scvi "
+        "(40 epochs) on cpu" in render_card(named)
+    )
 
 
 def test_label_transfer_section_only_with_label_transfer_and_says_how_to_predict():

@@ -328,3 +328,185 @@ def test_the_readme_tables_are_made_from_the_schema():
     assert with_tables(readme) == readme, (
         "config/README.md is out of date: python -m scvi_hub_workflow.config_docs config/README.md"
     )
+
+
+# --- per class: which setup and constructor keys each takes, and its own defaults ------------
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            {"class": "RNAStereoscope", "setup": {"labels_key": "l", "batch_key": "b"}},
+            "models.m.model.setup.batch_key: RNAStereoscope does not use it",
+        ),
+        (
+            {"class": "CondSCVI", "setup": {"labels_key": "l"}, "params": {"dispersion": "gene"}},
+            "models.m.model.params.dispersion: CondSCVI does not take it",
+        ),
+        (
+            {"class": "RNAStereoscope", "setup": {"labels_key": "l"}, "params": {"n_latent": 3}},
+            "models.m.model.params.n_latent: RNAStereoscope does not take it",
+        ),
+        (
+            {"class": "SCVI", "params": {"weight_obs": True}},
+            "models.m.model.params.weight_obs: SCVI does not take it; only CondSCVI takes it",
+        ),
+        ({"class": "CondSCVI"}, "models.m.model.setup.labels_key: CondSCVI needs"),
+        ({"class": "RNAStereoscope"}, "models.m.model.setup.labels_key: RNAStereoscope needs"),
+        (
+            {"class": "CondSCVI", "setup": {"labels_key": "l", "unlabeled_category": "u"}},
+            "models.m.model.setup.unlabeled_category: CondSCVI does not use it",
+        ),
+    ],
+)
+def test_keys_are_checked_per_class(model, expected):
+    with pytest.raises(ConfigError) as error:
+        resolve(minimal(model=model))
+    assert expected in str(error.value)
+
+
+def test_each_class_has_its_own_defaults_and_only_its_keys():
+    labelled = {"setup": {"labels_key": "l", "batch_key": "b"}}
+    cond = resolve(minimal(model={"class": "CondSCVI", **labelled, "params": {"n_hidden": 64}}))
+    # scvi-tools' CondSCVI defaults, the config's keys over them, none of SCVI's own
+    assert cond["m"].model.params == {
+        "dropout_rate": 0.05,
+        "n_hidden": 64,
+        "n_latent": 5,
+        "n_layers": 2,
+        "prior": "mog",
+        "weight_obs": False,
+    }
+    assert cond["m"].published_folder == "model"  # not minifiable: the training data
+    assert cond["m"].train.max_epochs == 300
+    cfg = minimal(model={"class": "RNAStereoscope", "setup": {"labels_key": "l"}})
+    stereo = resolve(cfg)["m"]
+    assert stereo.model.params == {}
+    assert (stereo.train.max_epochs, stereo.train.learning_rate) == (400, 0.01)
+    # the config's `defaults:` and the model's own keys still win over the class's defaults
+    cfg["defaults"] = {"train": {"learning_rate": 0.005}}
+    cfg["models"]["m"]["train"] = {"max_epochs": 7}
+    stereo = resolve(cfg)["m"]
+    assert (stereo.train.max_epochs, stereo.train.learning_rate) == (7, 0.005)
+    # SCVI keeps the schema's defaults
+    scvi = resolve(minimal())["m"]
+    assert scvi.model.params["n_latent"] == 10 and "weight_obs" not in scvi.model.params
+    assert scvi.train.max_epochs is None and scvi.train.learning_rate == 0.001
+
+
+def test_hub_metadata_names_where_each_class_lives():
+    from scvi_hub_workflow.card import metadata
+
+    versions = {"scvi": "1.4.2", "anndata": "0.12"}
+    assert metadata("RNAStereoscope", versions, None)["model_parent_module"] == "scvi.external"
+    assert metadata("CondSCVI", versions, None)["model_parent_module"] == "scvi.model"
+
+
+def test_from_scvi_names_an_scvi_model_of_the_same_data_and_hvgs():
+    def config(**scanvi_changes):
+        scanvi = {
+            "dataset": {"source": "builtin:simulated-atlas"},
+            "model": {
+                "class": "SCANVI",
+                "from_scvi": "atlas-scvi",
+                "setup": {
+                    "batch_key": "batch",
+                    "labels_key": "cell_type",
+                    "unlabeled_category": "u",
+                },
+            },
+        }
+        scanvi.update(scanvi_changes)
+        scvi = {
+            "dataset": {"source": "builtin:simulated-atlas"},
+            "model": {"class": "SCVI", "setup": {"batch_key": "batch"}},
+        }
+        return {"models": {"atlas-scvi": scvi, "atlas-scanvi": scanvi}}
+
+    models = resolve(config())
+    assert models["atlas-scanvi"].model.pretrained_model == "atlas-scvi"
+    assert models["atlas-scvi"].model.pretrained_model is None
+    with pytest.raises(ConfigError) as error:
+        resolve(config(hvg={"n_top_genes": 500}))
+    assert (
+        "models.atlas-scanvi.model.from_scvi: models 'atlas-scanvi' and 'atlas-scvi' must be "
+        "trained on the same data and HVGs, but their hvg differ"
+    ) in str(error.value)
+    changed = config()
+    changed["models"]["atlas-scanvi"]["model"]["setup"]["batch_key"] = "donor"
+    with pytest.raises(ConfigError, match=r"their model.setup.batch_key differ"):
+        resolve(changed)
+    changed = config()
+    changed["models"]["atlas-scanvi"]["model"]["from_scvi"] = "nope"
+    with pytest.raises(ConfigError, match=r"from_scvi: no model 'nope' in this config"):
+        resolve(changed)
+    changed = config()
+    changed["models"]["atlas-scvi"]["model"] = {
+        "class": "SCANVI",
+        "setup": {"labels_key": "cell_type", "unlabeled_category": "u"},
+    }
+    with pytest.raises(ConfigError, match=r"'atlas-scvi' is a SCANVI model, not SCVI"):
+        resolve(changed)
+
+
+def test_a_scanvi_from_a_named_scvi_model_trains_after_it(tmp_path):
+    cfg = {
+        "models": {
+            "a-scvi": {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}},
+            "a-scanvi": {
+                "dataset": {"source": "builtin:synthetic-iid"},
+                "model": {
+                    "class": "SCANVI",
+                    "from_scvi": "a-scvi",
+                    "setup": {"labels_key": "labels", "unlabeled_category": "u"},
+                },
+            },
+        }
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/a-scanvi/training/summary.json"
+    result = snakemake("-n", target, "--configfile", "c.yaml", workdir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the SCANVI's training waits for the SCVI model, trained once, in its own job
+    assert (
+        "input: results/a-scanvi/hvg.h5ad, results/a-scanvi/criticism/groups.json, "
+        "results/a-scvi/model"
+    ) in result.stdout
+    assert result.stdout.count("rule train:") == 2
+
+
+@pytest.mark.parametrize(
+    ("train", "model", "expected"),
+    [
+        (
+            {"kl_warmup_epochs": 10, "kl_warmup_steps": 100},
+            {"class": "SCVI"},
+            "models.m.train.kl_warmup_steps: set the KL warm-up in epochs or in steps, not both",
+        ),
+        (
+            {"reduce_lr_on_plateau": True, "train_size": 1, "early_stopping": False},
+            {"class": "SCVI"},
+            "models.m.train.reduce_lr_on_plateau needs",
+        ),
+        (
+            {"scvi_plan": {"kl_warmup_epochs": 100}},
+            {"class": "SCVI"},
+            "models.m.train.scvi_plan: only a model pre-trained here",
+        ),
+        (
+            {"scvi_plan": {"kl_warmup_epochs": 1, "kl_warmup_steps": 1}},
+            {
+                "class": "SCANVI",
+                "from_scvi": True,
+                "setup": {"labels_key": "l", "unlabeled_category": "u"},
+            },
+            "models.m.train.scvi_plan.kl_warmup_steps: set the KL warm-up",
+        ),
+        ({"scvi_plan": {"lr": 0.1}}, {"class": "SCVI"}, "models.m.train.scvi_plan: unknown key"),
+    ],
+)
+def test_the_training_plan_keys_are_checked(train, model, expected):
+    with pytest.raises(ConfigError) as error:
+        resolve(minimal(model=model, train=train))
+    assert expected in str(error.value)

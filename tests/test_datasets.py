@@ -247,3 +247,28 @@ def test_iter_rows_matches_in_memory_rows(tmp_path, dense, pick):
         np.concatenate([r for r, _ in got]), rows if rows is not None else np.arange(500)
     )
     np.testing.assert_array_equal(sp.vstack([b for _, b in got]).toarray(), expected)
+
+
+@pytest.mark.parametrize("model_class", ["CondSCVI", "RNAStereoscope"])
+def test_a_deconvolution_reference_needs_every_cell_labelled(model_class):
+    from scvi_hub_workflow.datasets import check_cells
+
+    cfg = {
+        "models": {
+            "m": {
+                "dataset": {"source": "builtin:simulated-atlas"},
+                "model": {"class": model_class, "setup": {"labels_key": "cell_type"}},
+            }
+        }
+    }
+    settings = rule_settings(model_settings(cfg, "m"), "dataset")
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(["a", "b", None, "a"])}, index=[f"c{i}" for i in range(4)]
+    )
+    with pytest.raises(DatasetError, match=rf"1 cells have no label .*{model_class} needs every"):
+        check_cells(obs, settings, "models.m")
+    obs["cell_type"] = pd.Categorical(["a"] * 4)
+    with pytest.raises(DatasetError, match="has one cell type"):
+        check_cells(obs, settings, "models.m")
+    obs["cell_type"] = pd.Categorical(["a", "b", "b", "a"])
+    check_cells(obs, settings, "models.m")

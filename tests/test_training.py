@@ -1,10 +1,12 @@
-"""Training helpers that need no model: device choice, arguments, history."""
+"""Training: device choice, arguments, history, and a model starting from another."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
-from scvi_hub_workflow.config import model_settings
+from helpers import rule_settings
+from scvi_hub_workflow.config import model_settings, resolve
 from scvi_hub_workflow.layout import latent_keys
 from scvi_hub_workflow.model_kinds import KINDS
 from scvi_hub_workflow.training import (
@@ -12,6 +14,7 @@ from scvi_hub_workflow.training import (
     choose_accelerator,
     history_table,
     phase_summary,
+    train_model,
 )
 
 
@@ -89,3 +92,120 @@ def test_phase_summary_says_why_training_stopped():
 
 def test_latent_keys_are_named_as_on_the_cards():
     assert latent_keys("SCANVI") == ("scanvi_latent_qzm", "scanvi_latent_qzv")
+
+
+@pytest.mark.slow
+def test_scanvi_from_a_named_scvi_model_trains_its_own_phase_only(tmp_path, monkeypatch):
+    import scvi
+
+    cfg = {
+        "models": {
+            name: {
+                "dataset": {"source": "builtin:synthetic-iid"},
+                "model": model,
+                "train": {"max_epochs": 2, "accelerator": "cpu"},
+            }
+            for name, model in (
+                ("base", {"class": "SCVI", "params": {"n_hidden": 16, "n_latent": 3}}),
+                (
+                    "labelled",
+                    {
+                        "class": "SCANVI",
+                        "from_scvi": "base",
+                        "every_cell_labelled": True,
+                        "params": {"n_hidden": 16, "n_latent": 3},
+                        "setup": {"labels_key": "labels", "unlabeled_category": "unknown"},
+                    },
+                ),
+            )
+        }
+    }
+    models = resolve(cfg)
+    adata = scvi.data.synthetic_iid(batch_size=60, n_genes=30, n_batches=1, n_labels=3)
+    adata.obs["labels"] = adata.obs["labels"].astype(str).astype("category")
+    base, _, _ = train_model(adata.copy(), rule_settings(models["base"], "train"))
+    base.save(str(tmp_path / "base"), save_anndata=True)
+
+    def no_scvi_training(*args, **kwargs):
+        raise AssertionError("the SCVI model was trained again")
+
+    monkeypatch.setattr(scvi.model.SCVI, "train", no_scvi_training)
+    settings = rule_settings(models["labelled"], "train")
+    model, history, summary = train_model(adata.copy(), settings, pretrained_dir=tmp_path / "base")
+    assert type(model).__name__ == "SCANVI"
+    assert [p["phase"] for p in summary["phases"]] == ["scanvi"]
+    assert set(history["phase"]) == {"scanvi"}
+    assert summary["pretrained_model"] == {
+        "model": "base",
+        "phase": "scvi",
+        "model_class": "SCVI",
+        "epochs": 2,
+    }
+    with pytest.raises(ValueError, match="model folder"):
+        train_model(adata.copy(), settings)
+
+
+@pytest.mark.parametrize("keep_best_epoch", [True, False])
+def test_early_stopping_publishes_the_best_validation_epoch(keep_best_epoch):
+    import scvi
+
+    # a learning rate this high makes the validation ELBO get worse after a few epochs
+    train = {"max_epochs": 10, "accelerator": "cpu", "learning_rate": 0.3}
+    train |= {"early_stopping_patience": 3, "kl_warmup_epochs": 0}
+    train["keep_best_epoch"] = keep_best_epoch
+    cfg = {
+        "models": {
+            "m": {
+                "dataset": {"source": "builtin:synthetic-iid"},
+                "model": {"class": "SCVI", "params": {"n_hidden": 16, "n_latent": 3}},
+                "train": train,
+            }
+        }
+    }
+    settings = rule_settings(resolve(cfg)["m"], "train")
+    scvi.settings.seed = 0
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=40, n_batches=1)
+    model, history, summary = train_model(adata, settings)
+    (phase,) = summary["phases"]
+    validation = history["elbo_validation"].astype(float).to_numpy()
+    assert phase["epochs"] == len(validation) < 10
+    assert phase["stopped"].startswith("early stopping: the validation ELBO")
+    assert phase["final_kl_weight"] == 1.0  # no warm-up
+    # the published model's validation ELBO is that of the epoch it says it kept
+    published = -float(model.get_elbo(indices=model.validation_indices))
+    best = int(np.nanargmin(validation))
+    assert best + 1 < len(validation)  # the last epoch is not the best
+    if keep_best_epoch:
+        assert phase["kept_epoch"] == best + 1 and phase["kept"] == "best validation ELBO"
+        assert published == pytest.approx(validation[best], rel=0.05)
+    else:
+        assert phase["kept_epoch"] == len(validation) and phase["kept"] == "last epoch"
+        assert published == pytest.approx(validation[-1], rel=0.05)
+
+
+def test_the_training_plan_keys_become_scvi_tools_plan_arguments():
+    from scvi_hub_workflow.training import plan_kwargs, plan_values
+
+    cfg = {"models": {"m": {"dataset": {"source": "x.h5ad"}, "model": {"class": "SCVI"}}}}
+    train = model_settings(cfg, "m").train
+    # the default config passes the learning rate only: scvi-tools' own plan otherwise
+    assert plan_kwargs(plan_values(train)) == {"lr": 0.001}
+    train = train.replace(kl_warmup_epochs=100, weight_decay=0.0, reduce_lr_on_plateau=True)
+    assert plan_kwargs(plan_values(train)) == {
+        "lr": 0.001,
+        "n_epochs_kl_warmup": 100,
+        "weight_decay": 0.0,
+        "reduce_lr_on_plateau": True,
+        "lr_scheduler_metric": "elbo_validation",
+    }
+    # a phase's own keys over the model's; steps replace scvi-tools' epoch warm-up
+    phase = plan_values(train, {"kl_warmup_epochs": None, "kl_warmup_steps": 500, "lr_factor": 0.5})
+    assert plan_kwargs(phase) == {
+        "lr": 0.001,
+        "n_epochs_kl_warmup": None,
+        "n_steps_kl_warmup": 500,
+        "weight_decay": 0.0,
+        "reduce_lr_on_plateau": True,
+        "lr_scheduler_metric": "elbo_validation",
+        "lr_factor": 0.5,
+    }

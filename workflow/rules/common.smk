@@ -158,6 +158,20 @@ def get_cellxgene_source(wildcards):
     raise WorkflowError(f"no model reads cellxgene:{wildcards.cellxgene_id}")
 
 
+def get_train_inputs(wildcards):
+    """The HVG data, the DE groups (checked before training; ancient: a new
+    criticism.min_cells re-plans, never retrains) and, with `model.from_scvi: <model>`, the
+    trained model it starts from."""
+    inputs = {
+        "data": f"results/{wildcards.model}/hvg.h5ad",
+        "de_groups": ancient(f"results/{wildcards.model}/criticism/groups.json"),
+    }
+    pretrained = MODELS[wildcards.model].model.pretrained_model
+    if pretrained:
+        inputs["pretrained"] = f"results/{pretrained}/model"
+    return inputs
+
+
 def get_published_model(wildcards):
     """The model folder published to the Hub, whose data hold the latent posterior the
     criticism and the report read: minified/ (scvi-hub's form), or model/ with `minify: false`

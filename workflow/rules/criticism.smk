@@ -52,7 +52,8 @@ rule posterior_predictive_check:
     resources:
         mem_mb=4000,
     params:
-        settings=settings_of("criticism", "model.setup", "train.seed"),
+        # the class: whether it can sample counts (model_kinds), else the results say why not
+        settings=settings_of("criticism", "model.class", "model.setup", "train.seed"),
     script:
         "../scripts/posterior_predictive_check.py"
 

@@ -4,9 +4,7 @@ TRAIN_ENV = "envs/scvi.yaml"
 
 rule train:
     input:
-        "results/{model}/hvg.h5ad",
-        # Checked before training; ancient: a new criticism.min_cells re-plans, never retrains.
-        de_groups=ancient("results/{model}/criticism/groups.json"),
+        unpack(get_train_inputs),
     output:
         model=directory("results/{model}/model"),
         history=report(

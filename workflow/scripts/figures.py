@@ -14,20 +14,31 @@ from scvi_hub_workflow.settings import from_text
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     settings = from_text(snakemake.params.settings)  # noqa: F821
+    kind = settings.model.kind
     # The minified data hold no counts: only obs and the latent posterior are read.
     adata = ad.read_h5ad(Path(inputs.model) / DATA_FILE)
     qzm_key, _ = latent_keys(settings.model.model_class)
+    # a class that cannot sample counts has empty criticism tables (model_kinds.samples_counts)
+    tables = {
+        name: pd.read_csv(inputs[name], sep="\t", **index) if kind.samples_counts else None
+        for name, index in (
+            ("cv_cells", {"index_col": "cell"}),
+            ("cv_genes", {"index_col": "gene"}),
+            ("de", {}),
+        )
+    }
     figures = model_figures(
         pd.read_csv(inputs.history, sep="\t", index_col="epoch"),
         adata.obs,
-        np.asarray(adata.obsm[qzm_key]),
-        pd.read_csv(inputs.cv_cells, sep="\t", index_col="cell"),
-        pd.read_csv(inputs.cv_genes, sep="\t", index_col="gene"),
-        pd.read_csv(inputs.de, sep="\t"),
-        json.loads(Path(inputs.cv).read_text()),
+        np.asarray(adata.obsm[qzm_key]) if kind.has_latent else None,
+        tables["cv_cells"],
+        tables["cv_genes"],
+        tables["de"],
+        json.loads(Path(inputs.cv).read_text()) if kind.samples_counts else None,
         batch_key=settings.model.setup.batch_key,
         labels_key=settings.model.setup.labels_key,
         seed=settings.train.seed,
+        absent_reason=kind.not_sampling,
     )
     for name, figure in figures.items():
         with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821

@@ -15,7 +15,7 @@ import yaml
 from .card_sections import fmt, provenance_section
 from .checks import CHECKS
 from .compat import import_scvi
-from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE
+from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE, RAN, SKIPPED_REASON
 from .model_kinds import kind_of
 from .provenance import code_reference
 from .settings import ModelSettings
@@ -154,6 +154,12 @@ def _left_out(de: dict) -> str:
 def _trained_for(training: dict) -> str:
     """Epochs of every training phase: "40 epochs of SCVI pre-training, then 10 of SCANVI"."""
     phases = training.get("phases") or []
+    if pretrained := training.get("pretrained_model"):
+        own = ", then ".join(f"{p['epochs']} epochs of {p['model_class']}" for p in phases)
+        return (
+            f"{own}, starting from the published {pretrained['model_class']} model "
+            f"{pretrained['model']} ({pretrained['epochs']} epochs)"
+        )
     if len(phases) < 2:
         return f"{training.get('epochs')} epochs"
     first, *rest = phases
@@ -161,47 +167,43 @@ def _trained_for(training: dict) -> str:
     return f"{first['epochs']} epochs of {first['model_class']} pre-training, then {then}"
 
 
+def _how_it_ended(training: dict) -> str:
+    """Why the final phase stopped, which epoch's weights are published, the KL weight reached
+    (summary.json of a model trained before these were recorded says nothing)."""
+    phases = training.get("phases") or []
+    end = phases[-1] if phases else {}
+    if "stopped" not in end:
+        return ""
+    text = f" {end['model_class']} training stopped after {end['epochs']} epochs ({end['stopped']})"
+    if end.get("kept") == "best validation ELBO":
+        text += (
+            f"; the published weights are those of epoch {end['kept_epoch']}, the best "
+            f"validation ELBO ({fmt(end.get('kept_elbo_validation'))})"
+        )
+    else:
+        text += "; the published weights are those of the last epoch"
+    if end.get("final_kl_weight") is not None:
+        text += f". The KL weight had reached {end['final_kl_weight']:.2f} (1: warm-up complete)"
+    return text + "."
+
+
 def _json_block(data: dict) -> str:
     return "```json\n" + json.dumps(data, indent=2) + "\n```"
 
 
-def render_card(inputs: CardInputs) -> str:
-    """The card: front matter from scvi-tools' HubModelCardHelper; the body is ours.
-
-    The helper's template would print the metric sections from scvi-tools' own criticism
-    (a t-test labelled Wilcoxon, no cell counts, no NaN handling) and links to `stable` docs;
-    ours carry the corrected definitions (docs/metrics.md) and the layout of the published
-    cards (docs/card.md), section for section.
-    """
-    s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
-    text = kind_of(saved.model_class).card
-    version = inputs.versions["scvi"]
+def _posterior_predictive_sections(cv: dict, de: dict) -> list[str]:
+    """The metrics from posterior predictive samples (CV, DE), or why the class has none."""
+    if not cv.get(RAN, True):
+        return [
+            "The posterior predictive metrics (coefficient of variation, differential "
+            f"expression) are not computed for this model: {cv.get(SKIPPED_REASON)}."
+        ]
     de_groups = (
         "cell types"
         if de.get("grouping") == "labels"
         else "clusters (Leiden clustering of the latent space; the data have no labels)"
     )
-    registry_rows = "\n".join(
-        f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
-    )
-    stats_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(saved.summary_stats.items()))
-    card = s.card
-    training = inputs.training
-    setup = dict(saved.setup_args)
-    sections = [
-        "---\n" + yaml.safe_dump(front_matter(inputs), sort_keys=False) + "---",
-        text.intro,
-        f"We provide an extensive [user guide](https://docs.scvi-tools.org/en/{version}/user_guide/"
-        f"models/{text.guide}.html).",
-        "- See our original manuscript for further details of the model:\n" + text.paper + ".",
-        "- See our manuscript on [scvi-hub](https://www.biorxiv.org/content/10.1101/2024.03.01.582887v2)\n"
-        "how to leverage pre-trained models.",
-        "This model can be used for fine tuning on new data using our Arches framework:\n"
-        "[Arches tutorial](https://docs.scvi-tools.org/en/1.0.0/tutorials/notebooks/"
-        "scarches_scvi_tools.html).",
-        "# Model Description",
-        s.description or f"{saved.model_class} model trained by scvi-hub-workflow.",
-        "# Metrics",
+    return [
         "We provide here key performance metrics for the uploaded model, computed by "
         "scvi-hub-workflow from posterior predictive samples "
         f"({cv.get('n_samples')} samples per cell, seed {cv.get('seed')}).",
@@ -239,6 +241,40 @@ def render_card(inputs: CardInputs) -> str:
         "genes. See docs/metrics.md of scvi-hub-workflow for the exact definitions.",
         "**Differential expression**:",
         _de_table(de),
+    ]
+
+
+def render_card(inputs: CardInputs) -> str:
+    """The card: front matter from scvi-tools' HubModelCardHelper; the body is ours.
+
+    The helper's template would print the metric sections from scvi-tools' own criticism
+    (a t-test labelled Wilcoxon, no cell counts, no NaN handling) and links to `stable` docs;
+    ours carry the corrected definitions (docs/metrics.md) and the layout of the published
+    cards (docs/card.md), section for section.
+    """
+    s, saved, cv, de = inputs.settings, inputs.saved, inputs.cv, inputs.de
+    text = kind_of(saved.model_class).card
+    version = inputs.versions["scvi"]
+    registry_rows = "\n".join(
+        f"| {key} | {_location(entry)} |" for key, entry in sorted(saved.data_registry.items())
+    )
+    stats_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(saved.summary_stats.items()))
+    card = s.card
+    training = inputs.training
+    setup = dict(saved.setup_args)
+    sections = [
+        "---\n" + yaml.safe_dump(front_matter(inputs), sort_keys=False) + "---",
+        text.intro,
+        f"We provide an extensive [user guide](https://docs.scvi-tools.org/en/{version}/user_guide/"
+        f"models/{text.guide}.html).",
+        "- See our original manuscript for further details of the model:\n" + text.paper + ".",
+        "- See our manuscript on [scvi-hub](https://www.biorxiv.org/content/10.1101/2024.03.01.582887v2)\n"
+        "how to leverage pre-trained models.",
+        text.usage,
+        "# Model Description",
+        s.description or f"{saved.model_class} model trained by scvi-hub-workflow.",
+        "# Metrics",
+        *_posterior_predictive_sections(cv, de),
         *(
             line
             for check in CHECKS
@@ -266,7 +302,7 @@ def render_card(inputs: CardInputs) -> str:
         f"**Training Code URL**: {_code_url(card.training_code_url, inputs.provenance)}",
         f"Trained for {_trained_for(training)} on {training.get('device')} "
         f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
-        f"torch {training.get('torch_version')}.",
+        f"torch {training.get('torch_version')}." + _how_it_ended(training),
         *(provenance_section(inputs.provenance) if inputs.provenance else []),
         "# References",
         card.references or "To be added...",

@@ -27,6 +27,8 @@ def fmt(value) -> str:
 
 def integration_section(integration: dict | None, settings: ModelSettings) -> list[str]:
     """scib-metrics of the latent space beside the PCA baseline, or why there are none."""
+    if not settings.model.kind.has_latent:
+        return []  # a class without a latent space: nothing to integrate
     if integration is None:
         return [
             "Integration",
@@ -121,6 +123,8 @@ def label_transfer_section(lt: dict | None, settings: ModelSettings) -> list[str
 
 def query_check_section(qc: dict | None, settings: ModelSettings) -> list[str]:
     """The query mapping check: how the held-out batch maps onto a reference without it."""
+    if not settings.model.kind.can_map_queries:
+        return []  # a class whose use is not scArches mapping (its card says what it is for)
     title = "Query mapping"
     batch_key = settings.model.setup.batch_key
     if batch_key is None:

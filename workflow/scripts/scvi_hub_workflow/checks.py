@@ -100,7 +100,7 @@ def _one_batch(what: str) -> Callable[[dict, ModelSettings], str | None]:
 CHECKS: tuple[OptionalCheck, ...] = (
     OptionalCheck(
         name="integration",
-        applies=lambda s: s.model.setup.batch_key is not None,
+        applies=lambda s: s.model.setup.batch_key is not None and s.model.kind.has_latent,
         card_section=card_sections.integration_section,
         columns=("integration_total", "integration_total_pca"),
         summary=_integration_columns,

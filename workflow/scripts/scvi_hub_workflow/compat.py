@@ -14,6 +14,11 @@ Workarounds (scvi-tools 1.4.2):
 - `minified_label_probabilities`: `SCANVI.predict` fails on minified data (`classify() got an
   unexpected keyword argument 'qzm'`); the classifier needs only the stored posterior mean.
   The model card repeats this recipe for users. (tests/test_label_transfer.py)
+- CondSCVI's default `prior` is `mog` here (model_kinds.py), not scvi-tools' `normal`:
+  `DestVI.from_rna_model` with its default `vamp_prior_p` fails on a normal-prior model
+  (`get_vamp_prior` returns numpy arrays, which DestVI's module registers as torch buffers:
+  TypeError), and reads `init_params_["kwargs"]["module_kwargs"]["prior"]`, a KeyError unless
+  `prior` was passed. Ends when both accept scvi-tools' default. (tests/test_model_classes.py)
 - Publishing does not use `HubModel.push_to_huggingface_hub`: it skips `model.pt` by default,
   makes several commits and edits the scvi-tools organisation's collections (publish/).
 - The criticism does not use `scvi.criticism.PosteriorPredictiveCheck`: its CV metrics swap

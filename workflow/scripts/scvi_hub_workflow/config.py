@@ -107,13 +107,22 @@ def _settings_dict(config: dict, name: str) -> dict:
     workflow_defaults = config.get("defaults") or {}
     settings = {"name": name}
     entry_schema = schema["$defs"]["model_entry"]
+    kind = KINDS[entry["model"]["class"]]
+    # the class's own defaults, where scvi-tools' differ from the schema's (SCVI's)
+    class_defaults = {"model": {"params": kind.param_defaults}, "train": kind.train_defaults}
     for key, sub in entry_schema["properties"].items():
         value = _schema_defaults(sub, schema)
+        if key in class_defaults:
+            value = _merge(value, class_defaults[key])
         if key in defaulted_sections() and key in workflow_defaults:
             value = _merge(value, workflow_defaults[key])
         if key in entry:
             value = _merge(value, entry[key])
         settings[key] = value
+    # only the constructor arguments the class takes (a key it does not take is an error when
+    # the model sets it: _check_model)
+    params = settings["model"]["params"]
+    settings["model"]["params"] = {k: v for k, v in params.items() if k in kind.params}
     settings["description"] = settings.get("description") or ""
     settings["tissues"] = settings.get("tissues") or []
     return key_sorted(settings)
@@ -139,8 +148,9 @@ def section_settings(section: str, values: dict | None = None):
     return build(section_class(section), merged)
 
 
-def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
-    """Cross-key rules a JSON schema cannot express."""
+def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
+    """Cross-key rules a JSON schema cannot express (`s`: the model's settings, `entry`: its
+    keys as written)."""
     problems = []
     key = f"models.{name}"
     model, setup = s["model"], s["model"]["setup"]
@@ -153,13 +163,18 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
             f"{key}.model.from_scvi: only {_either(owners('pretrained_from'))} can start from "
             "an SCVI model"
         )
-    for param in model.get("params", {}):
-        if param not in kind.own_params and (taking := owners("own_params", param)):
-            problems.append(f"{key}.model.params.{param}: only {_either(taking)} takes it")
+    for param in entry["model"].get("params") or {}:
+        if param not in kind.params:
+            taking = _either(owners("params", param))
+            problems.append(
+                f"{key}.model.params.{param}: {kind.name} does not take it; only {taking} takes it"
+            )
     for setup_key, value in setup.items():
         if value is not None and setup_key not in kind.setup_keys:
             using = _either(owners("setup_keys", setup_key))
-            problems.append(f"{key}.model.setup.{setup_key}: only {using} uses it")
+            problems.append(
+                f"{key}.model.setup.{setup_key}: {kind.name} does not use it; only {using} uses it"
+            )
     if model.get("every_cell_labelled") and not kind.has_unlabelled_cells:
         problems.append(
             f"{key}.model.every_cell_labelled: only {_either(owners('has_unlabelled_cells'))} "
@@ -170,6 +185,23 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
         problems.append(
             f"{key}.train.train_size: 1 leaves no validation cells, which "
             f"{key}.train.early_stopping needs; lower train_size or set early_stopping: false"
+        )
+    if train["reduce_lr_on_plateau"] and train["train_size"] >= 1:
+        problems.append(
+            f"{key}.train.train_size: 1 leaves no validation cells, which "
+            f"{key}.train.reduce_lr_on_plateau needs"
+        )
+    for plan in (train, train.get("scvi_plan") or {}):
+        if plan.get("kl_warmup_epochs") is not None and plan.get("kl_warmup_steps") is not None:
+            where = f"{key}.train" + (".scvi_plan" if plan is not train else "")
+            problems.append(
+                f"{where}.kl_warmup_steps: set the KL warm-up in epochs or in steps, not both "
+                f"({where}.kl_warmup_epochs)"
+            )
+    if train.get("scvi_plan") and model.get("from_scvi") is not True:
+        problems.append(
+            f"{key}.train.scvi_plan: only a model pre-trained here (model.from_scvi: true) has "
+            "an SCVI pre-training phase"
         )
     dataset = s["dataset"]
     source = parse_source(dataset["source"], dataset.get("sha256"), dataset.get("checksum"))
@@ -202,6 +234,44 @@ def _check_model(name: str, s: dict, workdir: Path) -> list[str]:
     return problems
 
 
+# What two models must share for one to start from the other's trained model: the same cells
+# and genes (the dataset and HVG steps' settings; subsampling is seeded by train.seed).
+SHARED_WITH_PRETRAINED = ("dataset", "hvg")
+
+
+def _check_pretrained_model(name: str, settings: dict[str, dict]) -> list[str]:
+    """`from_scvi: <model>`: that model exists, is of the class this one starts from, and is
+    trained on the same data and HVGs, with the setup keys both classes read."""
+    s = settings[name]
+    other = s["model"]["from_scvi"]
+    if not isinstance(other, str):
+        return []
+    key = f"models.{name}.model.from_scvi"
+    kind = KINDS[s["model"]["class"]]
+    if other not in settings:
+        return [f"{key}: no model {other!r} in this config ({', '.join(sorted(settings))})"]
+    o = settings[other]
+    if not kind.pretrained_from or o["model"]["class"] != kind.pretrained_from:
+        return [f"{key}: {other!r} is a {o['model']['class']} model, not {kind.pretrained_from}"]
+    if o["model"]["from_scvi"]:
+        return [f"{key}: {other!r} itself starts from another model"]
+    base = KINDS[kind.pretrained_from]
+    differ = [section for section in SHARED_WITH_PRETRAINED if s[section] != o[section]]
+    if s["train"]["seed"] != o["train"]["seed"]:
+        differ.append("train.seed")
+    # the keys this class sets itself on top of the pre-trained model (its labels) aside
+    own_setup = [k for k in base.setup_keys if k not in kind.required_setup]
+    for part, keys in (("setup", own_setup), ("params", base.params)):
+        mine, theirs = s["model"][part], o["model"][part]
+        differ += [f"model.{part}.{k}" for k in keys if mine.get(k) != theirs.get(k)]
+    if differ:
+        return [
+            f"{key}: models {name!r} and {other!r} must be trained on the same data and HVGs, "
+            f"but their {', '.join(differ)} differ (models.{name} vs models.{other})"
+        ]
+    return []
+
+
 def _either(names: list[str]) -> str:
     return " or ".join(names)
 
@@ -221,7 +291,12 @@ def resolve(config: dict, workdir: str | os.PathLike = ".") -> dict[str, ModelSe
     except ConfigError as error:
         raise ConfigError(annotate(str(error), origin)) from None
     settings = {name: _settings_dict(config, name) for name in config["models"]}
-    problems = [p for name, s in settings.items() for p in _check_model(name, s, Path(workdir))]
+    problems = [
+        p
+        for name, s in settings.items()
+        for p in _check_model(name, s, config["models"][name], Path(workdir))
+    ]
+    problems += [p for name in settings for p in _check_pretrained_model(name, settings)]
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(annotate(f"invalid configuration:\n{lines}", origin))

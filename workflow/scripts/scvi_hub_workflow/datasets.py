@@ -93,6 +93,13 @@ def check_cells(obs: pd.DataFrame, settings: ModelSettings, where: str) -> None:
             every_cell_labelled=spec.every_cell_labelled,
             where=where,
         )
+    if spec.kind.every_cell_labelled:
+        check_fully_labelled(
+            obs[spec.setup.labels_key],
+            model_class=spec.model_class,
+            column=spec.setup.labels_key,
+            where=where,
+        )
 
 
 def check_trainable(obs: pd.DataFrame, n_genes: int, settings: ModelSettings, where: str) -> None:
@@ -159,6 +166,24 @@ def check_partly_labelled(
             f"type ({_listed(known.index)}); {model_class}'s classifier needs at least two. "
             "Use SCVI "
             "for data of a single cell type"
+        )
+
+
+def check_fully_labelled(labels: pd.Series, *, model_class: str, column: str, where: str) -> None:
+    """A supervised model's labels: every cell has one, of at least two cell types."""
+    missing = int(labels.isna().sum())
+    if missing:
+        raise DatasetError(
+            f"{where}: {missing} cells have no label in obs column {column!r} "
+            f"(model.setup.labels_key); {model_class} needs every cell labelled: keep the "
+            "labelled cells with dataset.subset"
+        )
+    types = labels.astype(str).value_counts()
+    if len(types) < 2:
+        raise DatasetError(
+            f"{where}: obs column {column!r} (model.setup.labels_key) has one cell type "
+            f"({_listed(types.index)}); {model_class} deconvolves into cell types and needs at "
+            "least two"
         )
 
 

@@ -229,34 +229,53 @@ def calibration_curve(table: pd.DataFrame, ece: float) -> Figure:
 def model_figures(
     history: pd.DataFrame,
     obs: pd.DataFrame,
-    latent: np.ndarray,
-    cv_cells: pd.DataFrame,
-    cv_genes: pd.DataFrame,
-    de_table: pd.DataFrame,
-    cv: dict,
+    latent: np.ndarray | None,
+    cv_cells: pd.DataFrame | None,
+    cv_genes: pd.DataFrame | None,
+    de_table: pd.DataFrame | None,
+    cv: dict | None,
     *,
     batch_key: str | None,
     labels_key: str | None,
     seed: int,
+    absent_reason: str = "",
 ) -> dict[str, Figure]:
     """Every per-model figure of the report: training, latent UMAP, PPC scatter, DE benchmark.
 
     The UMAP is coloured by what the model was set up with (batch, labels) and by its split.
+    A class without a latent space (`latent` None) or whose counts cannot be sampled (the
+    tables None) gets a figure saying so, with `absent_reason`.
     """
-    cells = subsample(len(obs), MAX_UMAP_CELLS, seed)
-    colour_by = {f"batch ({batch_key})": batch_key} if batch_key else {}
-    if labels_key:
-        colour_by[f"label ({labels_key})"] = labels_key
-    colour_by["split"] = SPLIT_COLUMN
-    umap = latent_umap(umap_coordinates(latent[cells], seed), obs.iloc[cells], colour_by)
-    shown = "all" if len(cells) == len(obs) else f"a random {len(cells):,} (seed {seed}) of"
-    umap.suptitle(f"Latent means, UMAP of {shown} {len(obs):,} cells")
-    return {
-        "training": training_curves(history),
-        "latent": umap,
-        "ppc": cv_scatter(cv_cells, cv_genes, seed, cv),
-        "de": de_benchmark(de_table),
-    }
+    figures = {"training": training_curves(history)}
+    if latent is None:
+        figures["latent"] = not_shown("Latent UMAP", absent_reason)
+    else:
+        cells = subsample(len(obs), MAX_UMAP_CELLS, seed)
+        colour_by = {f"batch ({batch_key})": batch_key} if batch_key else {}
+        if labels_key:
+            colour_by[f"label ({labels_key})"] = labels_key
+        colour_by["split"] = SPLIT_COLUMN
+        umap = latent_umap(umap_coordinates(latent[cells], seed), obs.iloc[cells], colour_by)
+        shown = "all" if len(cells) == len(obs) else f"a random {len(cells):,} (seed {seed}) of"
+        umap.suptitle(f"Latent means, UMAP of {shown} {len(obs):,} cells")
+        figures["latent"] = umap
+    if cv_cells is None or cv_genes is None or de_table is None:
+        figures["ppc"] = not_shown("Posterior predictive check", absent_reason)
+        figures["de"] = not_shown("DE benchmark", absent_reason)
+    else:
+        figures["ppc"] = cv_scatter(cv_cells, cv_genes, seed, cv)
+        figures["de"] = de_benchmark(de_table)
+    return figures
+
+
+def not_shown(title: str, reason: str) -> Figure:
+    """A figure that says why there is nothing to plot for this model."""
+    figure = Figure(figsize=(6, 1.6), layout="constrained")
+    ax = figure.subplots()
+    ax.axis("off")
+    ax.set_title(f"{title}: not applicable", fontsize="medium")
+    ax.text(0.5, 0.5, reason, ha="center", va="center", wrap=True, fontsize="small")
+    return figure
 
 
 def integration_scores(table: pd.DataFrame, summary: dict) -> Figure:

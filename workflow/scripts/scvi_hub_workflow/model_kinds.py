@@ -9,7 +9,7 @@ from `KINDS`). This module imports nothing heavy: the Snakemake process reads it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Every `model.setup` key, in the order the cards record `setup_anndata`'s arguments.
 SETUP_KEYS = (
@@ -22,6 +22,20 @@ SETUP_KEYS = (
     "continuous_covariate_keys",
 )
 
+# The `model.params` keys of SCVI's constructor (the schema's defaults are SCVI's).
+SCVI_PARAMS = (
+    "n_hidden",
+    "n_latent",
+    "n_layers",
+    "dropout_rate",
+    "dispersion",
+    "gene_likelihood",
+    "latent_distribution",
+    "use_batch_norm",
+    "use_layer_norm",
+    "encode_covariates",
+)
+
 
 @dataclass(frozen=True)
 class CardText:
@@ -30,6 +44,12 @@ class CardText:
     intro: str
     guide: str  # the page of the scvi-tools user guide: docs/.../user_guide/models/<guide>.html
     paper: str  # markdown link to the manuscript
+    # what a user does with the published model
+    usage: str = (
+        "This model can be used for fine tuning on new data using our Arches framework:\n"
+        "[Arches tutorial](https://docs.scvi-tools.org/en/1.0.0/tutorials/notebooks/"
+        "scarches_scvi_tools.html)."
+    )
 
 
 @dataclass(frozen=True)
@@ -40,8 +60,14 @@ class ModelKind:
     parent_module: str  # where scvi-tools defines it (`model_parent_module` of the hub metadata)
     setup_keys: tuple[str, ...]  # its `setup_anndata` arguments, in the card's order
     required_setup: dict[str, str]  # setup key -> what it is, for "needs ..." errors
-    own_params: tuple[str, ...] = ()  # constructor parameters no other class here takes
+    params: tuple[str, ...] = SCVI_PARAMS  # the `model.params` keys its constructor takes
+    # Its own defaults where scvi-tools' differ from the schema's (SCVI's), as config values:
+    # built-in defaults < these < the config's `defaults:` < the model's own keys.
+    param_defaults: dict = field(default_factory=dict)  # `model.params` key -> value
+    train_defaults: dict = field(default_factory=dict)  # `train` key -> value
     train_extras: tuple[str, ...] = ()  # `train:` keys passed to its `train()` only
+    # Its `train()` takes `lr`, which replaces the learning rate of `plan_kwargs`.
+    lr_argument: bool = False
     # The class whose model it can start from (`model.from_scvi`: pre-train that class with the
     # same settings, then `<name>.from_scvi_model`), or None.
     pretrained_from: str | None = None
@@ -50,6 +76,14 @@ class ModelKind:
     has_classifier: bool = False  # predicts labels: the label-transfer check applies
     can_minify: bool = True  # publishable with a minified AnnData (latent posterior only)
     can_map_queries: bool = True  # scArches `load_query_data`: the query mapping check applies
+    # Every cell must carry a label (a supervised class: `labels_key` names the cell types).
+    every_cell_labelled: bool = False
+    # A latent space (`get_latent_representation`): stored with the published data, the UMAP.
+    has_latent: bool = True
+    # The decoder's count distribution can be sampled: the posterior predictive check (CV
+    # metrics, DE benchmark) applies. Otherwise `not_sampling` says why, on the card.
+    samples_counts: bool = True
+    not_sampling: str = ""
     card: CardText | None = None
 
     def setup_anndata_kwargs(self, setup: dict) -> dict:
@@ -57,9 +91,8 @@ class ModelKind:
         return {key: setup[key] for key in self.setup_keys}
 
     def model_kwargs(self, params: dict) -> dict:
-        """Constructor arguments: `model.params` without the parameters of other classes."""
-        others = {p for kind in KINDS.values() if kind is not self for p in kind.own_params}
-        return {k: v for k, v in params.items() if k not in others - set(self.own_params)}
+        """Constructor arguments: the `model.params` this class takes."""
+        return {k: v for k, v in params.items() if k in self.params}
 
 
 _NO_UNLABELLED = tuple(key for key in SETUP_KEYS if key != "unlabeled_category")
@@ -92,7 +125,7 @@ SCANVI = ModelKind(
         *(k for k in _NO_UNLABELLED if k != "labels_key"),
     ),
     required_setup={"labels_key": "a labels column", "unlabeled_category": "the unlabelled label"},
-    own_params=("linear_classifier",),
+    params=(*SCVI_PARAMS, "linear_classifier"),
     train_extras=("n_samples_per_label",),
     pretrained_from="SCVI",
     has_unlabelled_cells=True,
@@ -114,7 +147,95 @@ SCANVI = ModelKind(
     ),
 )
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (SCVI, SCANVI)}
+CONDSCVI = ModelKind(
+    name="CondSCVI",
+    parent_module="scvi.model",
+    setup_keys=("batch_key", "labels_key", "layer", "size_factor_key"),
+    required_setup={"labels_key": "a labels column (the cell types DestVI deconvolves into)"},
+    params=(
+        "n_hidden",
+        "n_latent",
+        "n_layers",
+        "dropout_rate",
+        "weight_obs",
+        "encode_covariates",
+        "prior",
+    ),
+    # scvi-tools' CondSCVI defaults (the Tabula Sapiens recipe's values), but the mixture
+    # prior: DestVI.from_rna_model fails on a model with the normal one (compat.py)
+    param_defaults={
+        "n_latent": 5,
+        "n_layers": 2,
+        "dropout_rate": 0.05,
+        "weight_obs": False,
+        "prior": "mog",
+    },
+    train_defaults={"max_epochs": 300},
+    lr_argument=True,
+    # DestVI computes its prior from the training data: published with them, not minified
+    can_minify=False,
+    can_map_queries=False,
+    every_cell_labelled=True,
+    card=CardText(
+        intro=(
+            "CondSCVI is a conditional variational autoencoder for single-cell RNA-seq data: "
+            "it learns a latent space of the cell-type-specific variation of every cell, "
+            "conditioned on its cell type.\n"
+            "It is the single-cell half of DestVI, which deconvolves spatial transcriptomics "
+            "data into cell types and their continuous states.\n"
+            "CondSCVI takes as input a scRNA-seq gene expression matrix with cells and genes "
+            "and a cell-type annotation of every cell."
+        ),
+        guide="destvi",
+        paper="[DestVI manuscript](https://www.nature.com/articles/s41587-022-01272-8)",
+        usage=(
+            "This model can be used to deconvolve spatial transcriptomics data of the same "
+            "genes with DestVI: `DestVI.from_rna_model(st_adata, model)`; the published data "
+            "are the training data, from which DestVI computes its prior:\n"
+            "[DestVI tutorial](https://docs.scvi-tools.org/en/stable/tutorials/notebooks/"
+            "spatial/DestVI_tutorial.html)."
+        ),
+    ),
+)
+
+RNASTEREOSCOPE = ModelKind(
+    name="RNAStereoscope",
+    parent_module="scvi.external",
+    setup_keys=("labels_key", "layer"),
+    required_setup={"labels_key": "a labels column (the cell types Stereoscope deconvolves into)"},
+    params=(),
+    train_defaults={"max_epochs": 400, "learning_rate": 0.01},
+    lr_argument=True,
+    can_minify=False,
+    can_map_queries=False,
+    every_cell_labelled=True,
+    has_latent=False,
+    samples_counts=False,
+    not_sampling=(
+        "RNAStereoscope learns one negative binomial expression profile per cell type, not a "
+        "model of each cell: it has no latent space and cannot sample counts per cell"
+    ),
+    card=CardText(
+        intro=(
+            "RNAStereoscope is the single-cell half of Stereoscope: it learns one negative "
+            "binomial expression profile per cell type from single-cell RNA-seq data.\n"
+            "SpatialStereoscope then deconvolves spatial transcriptomics data into the "
+            "proportions of these cell types.\n"
+            "RNAStereoscope takes as input a scRNA-seq gene expression matrix with cells and "
+            "genes and a cell-type annotation of every cell."
+        ),
+        guide="stereoscope",
+        paper="[Stereoscope manuscript](https://www.nature.com/articles/s42003-020-01247-y)",
+        usage=(
+            "This model can be used to deconvolve spatial transcriptomics data of the same "
+            "genes with Stereoscope: `SpatialStereoscope.from_rna_model(st_adata, model)`:\n"
+            "[Stereoscope tutorial](https://docs.scvi-tools.org/en/stable/tutorials/notebooks/"
+            "spatial/stereoscope_heart_LV_tutorial.html)."
+        ),
+    ),
+)
+
+KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (SCVI, SCANVI, CONDSCVI, RNASTEREOSCOPE)}
 
 
 def kind_of(name: str) -> ModelKind:

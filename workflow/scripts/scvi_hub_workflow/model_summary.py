@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checks import CHECKS
-from .layout import CELL_WISE, GENE_WISE
+from .layout import CELL_WISE, GENE_WISE, RAN
 
 # Every model's columns, then those of the optional checks (checks.py), in their order.
 BASE_COLUMNS = (
@@ -29,14 +29,16 @@ def summary_row(
     """One model's headline metrics, from its summary.json, cv.json, de.json and the results
     of its optional checks by name; a metric the model does not have, or a check that did not
     apply or was skipped, is None (n/a)."""
-    aucs = [g["roc_auc"] for g in de["groups"] if g.get("roc_auc") is not None]
+    # a class that cannot sample counts has no posterior predictive metrics (cv[RAN] false)
+    sampled = cv.get(RAN, True)
+    aucs = [g["roc_auc"] for g in de.get("groups", []) if g.get("roc_auc") is not None]
     row = {
         "model": name,
         "class": training["model_class"],
         "cells": sum(training["n_cells"].values()),
         "epochs": training.get("total_epochs", training["epochs"]),
-        "cell_cv_pearson_validation": cv[CELL_WISE]["validation"]["pearson"],
-        "gene_cv_pearson_all": cv[GENE_WISE]["all"]["pearson"],
+        "cell_cv_pearson_validation": cv[CELL_WISE]["validation"]["pearson"] if sampled else None,
+        "gene_cv_pearson_all": cv[GENE_WISE]["all"]["pearson"] if sampled else None,
         "mean_de_roc_auc": sum(aucs) / len(aucs) if aucs else None,
     }
     for check in CHECKS:

@@ -134,7 +134,7 @@ class ModelSpec(Section):
     """`model:` the class, its constructor arguments and its `setup_anndata` arguments."""
 
     model_class: str = field(metadata={"key": "class"})
-    from_scvi: bool
+    from_scvi: bool | str  # true: pre-train here; a model name: start from that model
     every_cell_labelled: bool
     params: dict  # constructor arguments the config sets (key-sorted); open-ended on purpose
     setup: Setup
@@ -143,6 +143,11 @@ class ModelSpec(Section):
     def kind(self) -> ModelKind:
         """The class's entry in the model-kind registry."""
         return kind_of(self.model_class)
+
+    @property
+    def pretrained_model(self) -> str | None:
+        """The model of the config this one starts from (`from_scvi: <name>`), or None."""
+        return self.from_scvi if isinstance(self.from_scvi, str) else None
 
 
 @section
@@ -165,6 +170,14 @@ class TrainSettings(Section):
     batch_size: int
     train_size: float
     learning_rate: float
+    kl_warmup_epochs: int | None
+    kl_warmup_steps: int | None
+    weight_decay: float | None
+    reduce_lr_on_plateau: bool
+    lr_factor: float | None
+    lr_patience: int | None
+    keep_best_epoch: bool
+    scvi_plan: dict | None  # the pre-training phase's own plan keys (model.from_scvi: true)
     n_samples_per_label: int | None
     seed: int
     accelerator: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,10 +53,55 @@ def models_missing_a_gpu(models: dict[str, ModelSettings], cuda_available: bool)
     )
 
 
+# The `train:` keys of scvi-tools' training plan; `train.scvi_plan` may set them for the
+# pre-training phase.
+PLAN_KEYS = (
+    "learning_rate",
+    "kl_warmup_epochs",
+    "kl_warmup_steps",
+    "weight_decay",
+    "reduce_lr_on_plateau",
+    "lr_factor",
+    "lr_patience",
+)
+# The metric scvi-tools' early stopping watches; the kept epoch is its best.
+VALIDATION_METRIC = "elbo_validation"
+
+
+def plan_values(train: TrainSettings, overrides: dict | None = None) -> dict:
+    """The plan keys of one phase: `train:`'s, with the phase's own (`scvi_plan`) over them."""
+    return {key: getattr(train, key) for key in PLAN_KEYS} | dict(overrides or {})
+
+
+def plan_kwargs(values: dict) -> dict:
+    """scvi-tools' TrainingPlan arguments from a phase's plan keys; a key left null keeps
+    scvi-tools' default (so the default config passes the learning rate only)."""
+    kwargs = {"lr": values["learning_rate"]}
+    if values.get("kl_warmup_steps") is not None:
+        # scvi-tools uses the epochs whenever they are set, and they default to 400
+        kwargs |= {"n_epochs_kl_warmup": None, "n_steps_kl_warmup": values["kl_warmup_steps"]}
+    if values.get("kl_warmup_epochs") is not None:
+        kwargs["n_epochs_kl_warmup"] = values["kl_warmup_epochs"]
+    if values.get("weight_decay") is not None:
+        kwargs["weight_decay"] = values["weight_decay"]
+    if values.get("reduce_lr_on_plateau"):
+        kwargs["reduce_lr_on_plateau"] = True
+        kwargs["lr_scheduler_metric"] = VALIDATION_METRIC
+        for key in ("lr_factor", "lr_patience"):
+            if values.get(key) is not None:
+                kwargs[key] = values[key]
+    return kwargs
+
+
 def train_kwargs(
-    train: TrainSettings, accelerator: str, max_epochs: int | None, phase: str
+    train: TrainSettings,
+    accelerator: str,
+    max_epochs: int | None,
+    phase: str,
+    plan: dict | None = None,
 ) -> dict:
-    """`model.train` arguments of one phase (training's phases, the query check's fine-tune)."""
+    """`model.train` arguments of one phase (training's phases, the query check's fine-tune);
+    `plan`: the phase's own plan keys over `train:`'s."""
     from .progress import ProgressLog
 
     kwargs = {
@@ -65,7 +111,7 @@ def train_kwargs(
         "train_size": train.train_size,
         "batch_size": train.batch_size,
         "early_stopping": train.early_stopping,
-        "plan_kwargs": {"lr": train.learning_rate},
+        "plan_kwargs": plan_kwargs(plan_values(train, plan)),
         # Progress bars fill job logs with carriage returns; history.tsv has the per-epoch values.
         "enable_progress_bar": False,
         "callbacks": [ProgressLog(phase)],
@@ -114,19 +160,87 @@ def phase_summary(
     }
 
 
+def train_phase(model, kwargs: dict, train: TrainSettings) -> dict:
+    """Train one phase; return how it ended (`phase_end`). With early stopping and
+    `train.keep_best_epoch`, the weights of the best validation epoch are restored at the end
+    (scvi-tools' SaveCheckpoint with `load_best_on_end`; its checkpoints live in a temporary
+    folder, removed afterwards)."""
+    import_scvi()
+    from scvi.train import SaveCheckpoint
+
+    keep_best = bool(train.keep_best_epoch and kwargs.get("early_stopping"))
+    with tempfile.TemporaryDirectory(prefix="scvi-hub-checkpoints-") as checkpoints:
+        if keep_best:
+            best = SaveCheckpoint(
+                dirpath=checkpoints, monitor=VALIDATION_METRIC, load_best_on_end=True
+            )
+            kwargs = {**kwargs, "callbacks": [*kwargs.get("callbacks", []), best]}
+        model.train(**kwargs)
+    stopper = model.trainer.early_stopping_callback
+    stopped_early = bool(getattr(stopper, "stopped_epoch", 0))
+    # Lightning also stops on a validation ELBO that is not finite (a diverged model)
+    diverged = "not finite" in str(getattr(stopper, "early_stopping_reason", "") or "")
+    plan = model.trainer.lightning_module
+    kl_weight = float(plan.kl_weight) if "kl_weight" in plan.loss_kwargs else None
+    return phase_end(
+        model.history,
+        stopped_early=stopped_early,
+        diverged=diverged,
+        patience=train.early_stopping_patience,
+        kept_best=keep_best,
+        kl_weight=kl_weight,
+    )
+
+
+def phase_end(
+    history: dict[str, pd.DataFrame],
+    *,
+    stopped_early: bool,
+    patience: int,
+    diverged: bool = False,
+    kept_best: bool,
+    kl_weight: float | None,
+) -> dict:
+    """Why a phase stopped, which epoch's weights it kept (counted from 1) and the KL weight
+    it reached, as summary.json and the card record them."""
+    epochs = len(history.get("elbo_train", []))
+    if stopped_early and diverged:
+        stopped = "early stopping: the validation ELBO was not finite"
+    elif stopped_early:
+        stopped = f"early stopping: the validation ELBO did not improve for {patience} epochs"
+    else:
+        stopped = "max_epochs reached"
+    end = {"stopped": stopped, "kept_epoch": epochs, "kept": "last epoch"}
+    validation = history.get(VALIDATION_METRIC)
+    if kept_best and validation is not None and len(validation):
+        values = validation.iloc[:, 0].to_numpy(dtype=float)
+        best = int(np.nanargmin(values))
+        end |= {
+            "kept_epoch": best + 1,
+            "kept": "best validation ELBO",
+            "kept_elbo_validation": float(values[best]),
+        }
+    if kl_weight is not None:
+        end["final_kl_weight"] = round(kl_weight, 4)
+    return end
+
+
 def train_model(
     adata: ad.AnnData,
     settings: ModelSettings,
     cuda_available: bool | None = None,
     keep_latent: bool = False,
+    pretrained_dir: str | Path | None = None,
 ):
     """Set up, build and train the configured model (`settings.model`, `.train`); return
     (model, history table, summary dict). With `keep_latent`, the latent posterior is stored in
     `adata.obsm` (when the trained model's folder is the one published: `published_folder`).
 
-    A class that starts from a pre-trained model (`model.from_scvi`) first trains that class
-    with the same settings. The model's own train/validation/test split is written to
-    `adata.obs["split"]`, so it travels with the saved data and the criticism can use it.
+    A class that starts from a pre-trained model (`model.from_scvi: true`) first trains that
+    class with the same settings; with `from_scvi: <model>`, it starts from that model, saved in
+    `pretrained_dir`, and trains its own phase only. The model's own train/validation/test
+    split is written to `adata.obs["split"]`, so it travels with the saved data and the
+    criticism can use it.
     """
     scvi = import_scvi()
     import torch
@@ -141,25 +255,45 @@ def train_model(
     started = time.perf_counter()
     histories, phases = [], []
 
-    if kind.pretrained_from and spec.from_scvi:
+    pretrained_from = None
+    if kind.pretrained_from and spec.pretrained_model:
+        base = kind_of(kind.pretrained_from)
+        if pretrained_dir is None:
+            raise ValueError(f"model.from_scvi names {spec.pretrained_model!r}: its model folder")
+        # loading onto this model's data checks that the genes are the same, in order
+        pretrained = scvi_class(base).load(str(pretrained_dir), adata=adata)
+        pretrained_from = {
+            "model": spec.pretrained_model,
+            "phase": base.name.lower(),
+            "model_class": base.name,
+            "epochs": len(pretrained.history.get("elbo_train", [])),
+        }
+        log.info("starting from the %s model %r: %s", base.name, spec.pretrained_model, pretrained)
+    elif kind.pretrained_from and spec.from_scvi:
         base = kind_of(kind.pretrained_from)
         base_cls = scvi_class(base)
         base_cls.setup_anndata(adata, **{k: v for k, v in setup.items() if k in base.setup_keys})
         pretrained = base_cls(adata, **base.model_kwargs(spec.params))
         log.info("pre-training %s: %s", base.name, pretrained)
-        pretrained.train(
-            **train_kwargs(train, accelerator, train.scvi_max_epochs, f"{base.name} pre-training")
+        kwargs = train_kwargs(
+            train, accelerator, train.scvi_max_epochs, f"{base.name} pre-training", train.scvi_plan
         )
+        end = train_phase(pretrained, kwargs, train)
         phase = base.name.lower()
         histories.append(history_table(pretrained.history, phase))
         phases.append(
             phase_summary(
                 phase, base.name, pretrained.history, train.scvi_max_epochs, train.early_stopping
             )
+            | end
         )
+    if kind.pretrained_from and spec.from_scvi:
         # this class's own setup keys and constructor parameters, on top of the pre-trained model
         own_setup = {k: v for k, v in setup.items() if k not in base.setup_keys}
-        own_params = {k: params[k] for k in kind.own_params if k in params}
+        if pretrained_from:
+            # a model trained without this class's labels: they are set up here
+            own_setup |= {k: v for k, v in setup.items() if k in kind.required_setup}
+        own_params = {k: v for k, v in params.items() if k not in base.params}
         model = scvi_class(kind).from_scvi_model(pretrained, **own_setup, **own_params)
     else:
         model_cls = scvi_class(kind)
@@ -169,23 +303,28 @@ def train_model(
     log.info("training %s on %s: %s", kind.name, accelerator, model)
     kwargs = train_kwargs(train, accelerator, train.max_epochs, kind.name)
     kwargs.update({key: getattr(train, key) for key in kind.train_extras})
-    model.train(**kwargs)
+    if kind.lr_argument:
+        kwargs["lr"] = train.learning_rate  # it would replace plan_kwargs' with its own default
+    end = train_phase(model, kwargs, train)
     histories.append(history_table(model.history, kind.name.lower()))
     phases.append(
         phase_summary(
             kind.name.lower(), kind.name, model.history, train.max_epochs, train.early_stopping
         )
+        | end
     )
     device = str(model.device)
     log.info("trained on device %s", device)
 
     split = record_split(model, adata)
-    if keep_latent:
+    if keep_latent and kind.has_latent:
         store_latent(model)
 
     summary = {
         "model_class": kind.name,
         "from_scvi": spec.from_scvi,
+        # with `from_scvi: <model>`: that model and its epochs (not trained in this job)
+        **({"pretrained_model": pretrained_from} if pretrained_from else {}),
         "accelerator": accelerator,
         "device": device,
         "cuda_available": bool(cuda),

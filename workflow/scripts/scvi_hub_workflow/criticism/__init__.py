@@ -23,7 +23,13 @@ from .accumulators import (
     CVValues,
     DifferentialExpression,
 )
-from .check import SAMPLE_DENSITY_MARGIN, criticise, default_workers, posterior_predictive_check
+from .check import (
+    SAMPLE_DENSITY_MARGIN,
+    criticise,
+    default_workers,
+    not_applicable,
+    posterior_predictive_check,
+)
 from .grouping import (
     MIN_DE_GROUPS,
     Grouping,
@@ -69,6 +75,7 @@ __all__ = [
     "likelihood_blocks",
     "load_minified_model",
     "negative_binomial",
+    "not_applicable",
     "plan_groups",
     "posterior_predictive_check",
     "read_obs",

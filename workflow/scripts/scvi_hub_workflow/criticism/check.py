@@ -8,7 +8,7 @@ import tempfile
 
 import pandas as pd
 
-from ..layout import DE_COLUMNS
+from ..layout import DE_COLUMNS, RAN, SKIPPED_REASON
 from ..settings import ModelSettings
 from .accumulators import (
     DEFAULT_MEMORY_BUDGET,
@@ -133,3 +133,9 @@ def posterior_predictive_check(
         n_workers=n_workers,
     )
     return grouping, cv, table, summary, values
+
+
+def not_applicable(settings: ModelSettings) -> dict:
+    """cv.json and de.json of a class whose counts cannot be sampled (model_kinds:
+    `samples_counts`): the check does not run, and the card and summary say why."""
+    return {RAN: False, SKIPPED_REASON: settings.model.kind.not_sampling}

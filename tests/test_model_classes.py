@@ -1,0 +1,136 @@
+"""The spatial reference classes end to end: CondSCVI and RNAStereoscope from a config to hub
+folders that scvi-tools loads, and their downstream use (DestVI, SpatialStereoscope) from the
+hub folder, in a process that cannot import this package, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import pytest
+from helpers import SPATIAL_CONFIG, snakemake
+
+pytestmark = pytest.mark.slow
+
+# What a user runs on a pulled repo: HubModel, then the class's documented downstream use with
+# its default arguments, on pseudo-spots of the same genes (sums of 5 to 15 reference cells).
+USER_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    try:
+        import scvi_hub_workflow
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("this process can import the workflow's package")
+    import numpy as np, scipy.sparse as sp, anndata as ad, scvi
+    from scvi.hub import HubModel
+    from scvi.model import DestVI
+    from scvi.external import SpatialStereoscope
+
+    hub = HubModel(sys.argv[1])
+    model = hub.model
+    ref = model.adata
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(ref.X)
+    members = [rng.choice(ref.n_obs, size=rng.integers(5, 16), replace=False) for _ in range(40)]
+    spots = np.vstack([np.asarray(counts[m].sum(0)) for m in members])
+    st = ad.AnnData(spots.astype(np.float32))
+    st.var_names = ref.var_names
+    st.obs_names = [f"spot_{i}" for i in range(len(spots))]
+    if type(model).__name__ == "CondSCVI":
+        DestVI.setup_anndata(st)
+        spatial = DestVI.from_rna_model(st, model)
+    else:
+        SpatialStereoscope.setup_anndata(st)
+        spatial = SpatialStereoscope.from_rna_model(st, model)
+    spatial.train(max_epochs=3)
+    proportions = spatial.get_proportions()
+    print(json.dumps({
+        "class": type(model).__name__,
+        "parent_module": hub.metadata.model_parent_module,
+        "spatial_class": type(spatial).__name__,
+        "shape": list(proportions.shape),
+        "columns": [str(c) for c in proportions.columns],
+        "labels": [str(c) for c in ref.obs["cell_type"].cat.categories],
+        "row_sums": np.asarray(proportions.sum(1)).tolist(),
+        "finite": bool(np.isfinite(proportions.to_numpy()).all()),
+        "epochs": len(spatial.history["elbo_train"]),
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def spatial_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("spatial-run")
+    result = snakemake("--cores", "2", "--configfile", str(SPATIAL_CONFIG), workdir=workdir)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir
+
+
+def run_as_a_user(hub_folder, tmp_path) -> dict:
+    """USER_SCRIPT in a fresh interpreter whose path holds the installed packages only: no
+    site .pth files (the editable install of this package is one), no PYTHONPATH, cwd outside
+    the repository."""
+    site_packages = sysconfig.get_paths()["purelib"]
+    bootstrap = (
+        f"import sys; sys.path.append({site_packages!r}); sys.argv[1:] = [{str(hub_folder)!r}]"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", bootstrap + "\n" + USER_SCRIPT],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("model", "model_class", "parent_module", "spatial_class"),
+    [
+        ("tiny-condscvi", "CondSCVI", "scvi.model", "DestVI"),
+        ("tiny-stereoscope", "RNAStereoscope", "scvi.external", "SpatialStereoscope"),
+    ],
+)
+def test_hub_folder_deconvolves_spatial_data_without_the_workflow(
+    spatial_run, tmp_path, model, model_class, parent_module, spatial_class
+):
+    found = run_as_a_user(spatial_run / "results" / model / "hub", tmp_path)
+    assert found["class"] == model_class and found["parent_module"] == parent_module
+    assert found["spatial_class"] == spatial_class and found["epochs"] == 3
+    # one proportion per pseudo-spot and cell type of the reference, summing to one
+    assert found["shape"] == [40, len(found["labels"])]
+    assert sorted(found["columns"]) == sorted(found["labels"])
+    assert found["finite"]
+    assert all(abs(total - 1) < 1e-4 for total in found["row_sums"])
+
+
+def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_run):
+    import anndata as ad
+
+    results = spatial_run / "results"
+    for model, n_vars in (("tiny-condscvi", 150), ("tiny-stereoscope", 150)):
+        data = ad.read_h5ad(results / model / "hub" / "adata.h5ad")
+        # the training data, not a minified AnnData: DestVI computes its prior from them
+        assert data.n_vars == n_vars and data.X.sum() > 0
+        assert "_scvi_adata_minify_type" not in data.uns
+    condscvi = (results / "tiny-condscvi" / "card" / "README.md").read_text()
+    assert "**Cell-wise Coefficient of Variation**" in condscvi
+    assert "DestVI.from_rna_model(st_adata, model)" in condscvi
+    assert "Query mapping" not in condscvi
+    stereoscope = (results / "tiny-stereoscope" / "card" / "README.md").read_text()
+    assert "cannot sample counts" in stereoscope
+    assert "Coefficient of Variation**" not in stereoscope
+    assert "SpatialStereoscope.from_rna_model(st_adata, model)" in stereoscope
+    cv = json.loads((results / "tiny-stereoscope" / "criticism" / "cv.json").read_text())
+    assert cv["ran"] is False and "cannot sample counts" in cv["skipped_reason"]
+    summary = (results / "models.tsv").read_text().splitlines()
+    row = next(line.split("\t") for line in summary if line.startswith("tiny-stereoscope"))
+    assert row[1] == "RNAStereoscope" and row[4] == "n/a"
