@@ -510,3 +510,30 @@ def test_the_training_plan_keys_are_checked(train, model, expected):
     with pytest.raises(ConfigError) as error:
         resolve(minimal(model=model, train=train))
     assert expected in str(error.value)
+
+
+@pytest.mark.slow
+def test_the_tabula_sapiens_example_plans_112_models_from_one_download(tmp_path):
+    example = ROOT / "config" / "examples" / "tabula-sapiens.yaml"
+    lines = example.read_text().splitlines()
+    assert len([line for line in lines if line.strip() and not line.lstrip().startswith("#")]) <= 60
+    models = resolve(yaml.safe_load(example.read_text()))
+    classes = {}
+    for name, settings in models.items():
+        classes.setdefault(settings.model.model_class, []).append(name)
+    assert {k: len(v) for k, v in classes.items()} == {
+        "SCVI": 28,
+        "SCANVI": 28,
+        "CondSCVI": 28,
+        "RNAStereoscope": 28,
+    }
+    scanvi = models["tabula-sapiens-bone-marrow-scanvi"]
+    assert scanvi.model.pretrained_model == "tabula-sapiens-bone-marrow-scvi"
+    assert scanvi.publish.repo_id == "scvi-tools/tabula-sapiens-bone-marrow-scanvi"
+    assert scanvi.dataset.subset == {"tissue_in_publication": "Bone_Marrow"}
+    result = snakemake("-n", "--configfile", str(example), workdir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    table = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
+    assert table["cellxgene_download"] == "1", text[-3000:]
+    assert table["dataset"] == "112" and table["train"] == "112" and table["hub"] == "112"
