@@ -131,6 +131,12 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
     assert "SpatialStereoscope.from_rna_model(st_adata, model)" in stereoscope
     cv = json.loads((results / "tiny-stereoscope" / "criticism" / "cv.json").read_text())
     assert cv["ran"] is False and "cannot sample counts" in cv["skipped_reason"]
+    profiles = json.loads(
+        (results / "tiny-stereoscope" / "criticism" / "profile_check.json").read_text()
+    )
+    assert profiles["ran"] and len(profiles["per_label"]) == 6
+    assert 0 <= profiles["match_accuracy"] <= 1 and profiles["chance"] == pytest.approx(1 / 6)
+    assert "Cell-type profiles" in stereoscope and "Cell-type profiles" not in condscvi
     summary = (results / "models.tsv").read_text().splitlines()
     row = next(line.split("\t") for line in summary if line.startswith("tiny-stereoscope"))
     assert row[1] == "RNAStereoscope" and row[4] == "n/a"

@@ -183,3 +183,24 @@ rule integration:
         ),
     script:
         "../scripts/integration.py"
+
+
+# Models that learn one expression profile per cell type (checks.py): the profiles against the
+# pseudobulk of held-out cells of each type.
+rule profile_check:
+    input:
+        model=get_published_model,
+    output:
+        "results/{model}/criticism/profile_check.json",
+    log:
+        "logs/{model}/profile_check.log",
+    benchmark:
+        benchmark_of("profile_check")
+    conda:
+        "../../envs/scvi.yaml"
+    resources:
+        mem_mb=model_mem_mb,
+    params:
+        settings=settings_of("model.setup", "train.seed"),
+    script:
+        "../scripts/profile_check.py"

@@ -228,4 +228,30 @@ def provenance_section(record: dict) -> list[str]:
         "How this model was made. The full record, with every setting, is provenance.json in "
         "this repository.",
         table,
+
+
+def profile_check_section(pc: dict | None, settings: ModelSettings) -> list[str]:
+    """The cell-type profiles of a model that learns one per type, against held-out cells."""
+    if pc is None:
+        return []
+    title = "Cell-type profiles"
+    if not pc.get(RAN):
+        return [title, f"Not computed: {pc[SKIPPED_REASON]}."]
+    rows = "\n".join(
+        f"| {r['label']} | {r['n_cells']} | {fmt(r['pearson'])} | "
+        f"{'yes' if r['matched'] else 'no'} |"
+        for r in pc["per_label"]
+    )
+    return [
+        title,
+        f"Each cell type's learned expression profile against the pseudobulk of the "
+        f"{pc['n_cells']} validation cells of that type ({pc['labels_key']}), which the model did "
+        "not train on: Pearson correlation over genes of log1p(counts per 10,000), and whether "
+        "the type's own profile is the best match of all types' (a model with shuffled labels "
+        f"matches at chance, {fmt(pc['chance'])}). Matched: {fmt(pc['match_accuracy'])} of the "
+        f"types; mean correlation {fmt(pc['mean_pearson'])}. Held-out log-likelihood per cell: "
+        f"{fmt(pc['log_likelihood'])} with the true labels, "
+        f"{fmt(pc['log_likelihood_shuffled_labels'])} with the labels shuffled.",
+        "**Cell-type profiles**:",
+        "| Label | Cells | Pearson | Best match |\n| --- | --- | --- | --- |\n" + rows,
     ]

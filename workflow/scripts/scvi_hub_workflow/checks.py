@@ -96,6 +96,13 @@ def _one_batch(what: str) -> Callable[[dict, ModelSettings], str | None]:
     return cannot_run
 
 
+def _profile_check_columns(result: dict) -> dict:
+    return {
+        "profile_match_accuracy": result.get("match_accuracy"),
+        "profile_mean_pearson": result.get("mean_pearson"),
+    }
+
+
 # In the order of their card sections.
 CHECKS: tuple[OptionalCheck, ...] = (
     OptionalCheck(
@@ -128,6 +135,13 @@ CHECKS: tuple[OptionalCheck, ...] = (
         columns=("query_knn_overlap", "query_label_accuracy"),
         summary=_query_check_columns,
         cannot_run=_one_batch("holding one out and mapping it onto a reference of the others"),
+    ),
+    OptionalCheck(
+        name="profile_check",
+        applies=lambda s: s.model.kind.learns_profiles,
+        card_section=card_sections.profile_check_section,
+        columns=("profile_match_accuracy", "profile_mean_pearson"),
+        summary=_profile_check_columns,
     ),
 )
 

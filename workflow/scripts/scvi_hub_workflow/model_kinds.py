@@ -84,6 +84,8 @@ class ModelKind:
     # metrics, DE benchmark) applies. Otherwise `not_sampling` says why, on the card.
     samples_counts: bool = True
     not_sampling: str = ""
+    # One expression profile per cell type (Stereoscope's): the profile check applies.
+    learns_profiles: bool = False
     card: CardText | None = None
 
     def setup_anndata_kwargs(self, setup: dict) -> dict:
@@ -211,6 +213,7 @@ RNASTEREOSCOPE = ModelKind(
     every_cell_labelled=True,
     has_latent=False,
     samples_counts=False,
+    learns_profiles=True,
     not_sampling=(
         "RNAStereoscope learns one negative binomial expression profile per cell type, not a "
         "model of each cell: it has no latent space and cannot sample counts per cell"
