@@ -129,6 +129,10 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
     assert "cannot sample counts" in stereoscope
     assert "Coefficient of Variation**" not in stereoscope
     assert "SpatialStereoscope.from_rna_model(st_adata, model)" in stereoscope
+    training = json.loads((results / "tiny-stereoscope" / "training" / "summary.json").read_text())
+    assert "final_kl_weight" not in training["phases"][-1]  # no latent space, no KL term
+    training = json.loads((results / "tiny-condscvi" / "training" / "summary.json").read_text())
+    assert 0 < training["phases"][-1]["final_kl_weight"] < 1  # 3 epochs of a 400-epoch warm-up
     cv = json.loads((results / "tiny-stereoscope" / "criticism" / "cv.json").read_text())
     assert cv["ran"] is False and "cannot sample counts" in cv["skipped_reason"]
     profiles = json.loads(
@@ -137,6 +141,15 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
     assert profiles["ran"] and len(profiles["per_label"]) == 6
     assert 0 <= profiles["match_accuracy"] <= 1 and profiles["chance"] == pytest.approx(1 / 6)
     assert "Cell-type profiles" in stereoscope and "Cell-type profiles" not in condscvi
+    for model, spatial_model in (
+        ("tiny-condscvi", "DestVI"),
+        ("tiny-stereoscope", "SpatialStereoscope"),
+    ):
+        found = json.loads((results / model / "criticism" / "deconvolution.json").read_text())
+        assert found["ran"] and found["spatial_model"] == spatial_model
+        assert 0 <= found["rmse"] < 1 and found["n_spots"] == 40
+        card = (results / model / "card" / "README.md").read_text()
+        assert f"deconvolved by {spatial_model}.from_rna_model(st_adata, model)" in card
     summary = (results / "models.tsv").read_text().splitlines()
     row = next(line.split("\t") for line in summary if line.startswith("tiny-stereoscope"))
     assert row[1] == "RNAStereoscope" and row[4] == "n/a"

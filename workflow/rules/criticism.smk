@@ -204,3 +204,32 @@ rule profile_check:
         settings=settings_of("model.setup", "train.seed"),
     script:
         "../scripts/profile_check.py"
+
+
+# Spatial references (checks.py): pseudo-spots of held-out cells with known proportions,
+# deconvolved by the spatial model started from the published one.
+rule deconvolution:
+    input:
+        model=get_published_model,
+    output:
+        "results/{model}/criticism/deconvolution.json",
+    log:
+        "logs/{model}/deconvolution.log",
+    benchmark:
+        benchmark_of("deconvolution")
+    priority: -10
+    conda:
+        "../../envs/scvi.yaml"
+    threads: 1
+    resources:
+        mem_mb=model_mem_mb,
+    params:
+        settings=settings_of(
+            "model.class",
+            "model.setup",
+            "criticism.deconvolution_spots",
+            "criticism.deconvolution_epochs",
+            "train.seed",
+        ),
+    script:
+        "../scripts/deconvolution.py"

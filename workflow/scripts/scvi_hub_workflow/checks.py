@@ -103,6 +103,13 @@ def _profile_check_columns(result: dict) -> dict:
     }
 
 
+def _deconvolution_columns(result: dict) -> dict:
+    return {
+        "deconvolution_rmse": result.get("rmse"),
+        "deconvolution_pearson": result.get("mean_pearson"),
+    }
+
+
 # In the order of their card sections.
 CHECKS: tuple[OptionalCheck, ...] = (
     OptionalCheck(
@@ -142,6 +149,13 @@ CHECKS: tuple[OptionalCheck, ...] = (
         card_section=card_sections.profile_check_section,
         columns=("profile_match_accuracy", "profile_mean_pearson"),
         summary=_profile_check_columns,
+    ),
+    OptionalCheck(
+        name="deconvolution",
+        applies=lambda s: s.model.kind.deconvolved_by is not None,
+        card_section=card_sections.deconvolution_section,
+        columns=("deconvolution_rmse", "deconvolution_pearson"),
+        summary=_deconvolution_columns,
     ),
 )
 

@@ -16,6 +16,13 @@ def scvi_class(kind: ModelKind) -> type:
     return getattr(importlib.import_module(kind.parent_module), kind.name)
 
 
+def spatial_class(kind: ModelKind) -> type:
+    """The scvi-tools spatial model that starts from a model of `kind` (`from_rna_model`)."""
+    import_scvi()
+    module, name = kind.deconvolved_by
+    return getattr(importlib.import_module(module), name)
+
+
 def saved_registry(model_dir: str | Path) -> dict:
     """The registry saved with a model (class name, scvi-tools version, setup args, fields)."""
     import_scvi()

@@ -86,6 +86,9 @@ class ModelKind:
     not_sampling: str = ""
     # One expression profile per cell type (Stereoscope's): the profile check applies.
     learns_profiles: bool = False
+    # The spatial model that starts from it (`from_rna_model`), as (module, class): the
+    # deconvolution check applies.
+    deconvolved_by: tuple[str, str] | None = None
     card: CardText | None = None
 
     def setup_anndata_kwargs(self, setup: dict) -> dict:
@@ -178,6 +181,7 @@ CONDSCVI = ModelKind(
     can_minify=False,
     can_map_queries=False,
     every_cell_labelled=True,
+    deconvolved_by=("scvi.model", "DestVI"),
     card=CardText(
         intro=(
             "CondSCVI is a conditional variational autoencoder for single-cell RNA-seq data: "
@@ -214,6 +218,7 @@ RNASTEREOSCOPE = ModelKind(
     has_latent=False,
     samples_counts=False,
     learns_profiles=True,
+    deconvolved_by=("scvi.external", "SpatialStereoscope"),
     not_sampling=(
         "RNAStereoscope learns one negative binomial expression profile per cell type, not a "
         "model of each cell: it has no latent space and cannot sample counts per cell"

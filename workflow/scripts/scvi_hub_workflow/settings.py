@@ -200,6 +200,8 @@ class CriticismSettings(Section):
     query_batch: str | None
     query_epochs: int
     query_check_max_cells: int
+    deconvolution_spots: int
+    deconvolution_epochs: int
 
 
 @section

@@ -160,7 +160,7 @@ def phase_summary(
     }
 
 
-def train_phase(model, kwargs: dict, train: TrainSettings) -> dict:
+def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = True) -> dict:
     """Train one phase; return how it ended (`phase_end`). With early stopping and
     `train.keep_best_epoch`, the weights of the best validation epoch are restored at the end
     (scvi-tools' SaveCheckpoint with `load_best_on_end`; its checkpoints live in a temporary
@@ -181,7 +181,9 @@ def train_phase(model, kwargs: dict, train: TrainSettings) -> dict:
     # Lightning also stops on a validation ELBO that is not finite (a diverged model)
     diverged = "not finite" in str(getattr(stopper, "early_stopping_reason", "") or "")
     plan = model.trainer.lightning_module
-    kl_weight = float(plan.kl_weight) if "kl_weight" in plan.loss_kwargs else None
+    # a class without a latent space has no KL term, whatever its loss's signature says
+    with_kl = has_latent and "kl_weight" in plan.loss_kwargs
+    kl_weight = float(plan.kl_weight) if with_kl else None
     return phase_end(
         model.history,
         stopped_early=stopped_early,
@@ -305,7 +307,7 @@ def train_model(
     kwargs.update({key: getattr(train, key) for key in kind.train_extras})
     if kind.lr_argument:
         kwargs["lr"] = train.learning_rate  # it would replace plan_kwargs' with its own default
-    end = train_phase(model, kwargs, train)
+    end = train_phase(model, kwargs, train, has_latent=kind.has_latent)
     histories.append(history_table(model.history, kind.name.lower()))
     phases.append(
         phase_summary(
