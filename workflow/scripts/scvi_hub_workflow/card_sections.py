@@ -228,6 +228,7 @@ def provenance_section(record: dict) -> list[str]:
         "How this model was made. The full record, with every setting, is provenance.json in "
         "this repository.",
         table,
+    ]
 
 
 def profile_check_section(pc: dict | None, settings: ModelSettings) -> list[str]:
