@@ -1,18 +1,24 @@
-"""The conda envs (envs/*.yaml) agree with pyproject.toml and cover what each rule runs.
+"""The conda envs (envs/*.yaml) agree with pyproject.toml, resolve, and cover what each rule runs.
 
-pyproject.toml's [project].dependencies is the one list of pins. The env files repeat them under
-conda names (CONDA_TO_PIP below); these tests fail when a pin drifts, a package is added on one
-side only, a channel other than conda-forge/bioconda/nodefaults sneaks in, a rule names a missing
-env, or a rule's script imports a package its env does not provide. Conda itself is not needed
-(CI cannot reach the conda channels): everything here is read statically.
+Each env asks conda only for the interpreter and pip (conda-forge, which certainly has them) and
+installs everything else from PyPI in a `pip:` section, pinned exactly as pyproject.toml's
+[project].dependencies, the one list of pins. Each env lists only what its rules import. The
+static tests fail when a pin drifts, a package is added on one side only, conda is asked for
+anything else, a rule names a missing env, or a rule's script imports a package its env does not
+provide. The slow test resolves each pip section with pip's resolver against PyPI (no conda
+needed: CI cannot reach the conda channels, but it can reach PyPI).
 """
 
 from __future__ import annotations
 
 import ast
-import re
+import json
+import os
+import subprocess
 import sys
 import tomllib
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -26,54 +32,44 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV_DIR = ROOT / "envs"
 ENV_FILES = sorted(ENV_DIR.glob("*.yaml"))
 PACKAGE_DIR = ROOT / "workflow" / "scripts" / "scvi_hub_workflow"
-CHANNELS = ["conda-forge", "bioconda", "nodefaults"]
-
-# conda-forge name -> PyPI name, for every package pinned on both sides.
-CONDA_TO_PIP = {
-    "pytorch": "torch",
-    "scvi-tools": "scvi-tools",
-    "scanpy": "scanpy",
-    "anndata": "anndata",
-    "scikit-misc": "scikit-misc",
-    "python-igraph": "igraph",
-    "huggingface_hub": "huggingface-hub",
-    "hf-xet": "hf-xet",
-    "scikit-learn": "scikit-learn",
-    "matplotlib-base": "matplotlib",
-    "pyyaml": "pyyaml",
-    "jsonschema": "jsonschema",
-    "markdown-it-py": "markdown-it-py",
-    "scib-metrics": "scib-metrics",
-    "jax": "jax",
-    "jaxlib": "jaxlib",
-}
-# Pinned in the envs only: the interpreter (checked against requires-python).
-CONDA_ONLY = {"python"}
+CHANNELS = ["conda-forge", "nodefaults"]
+# All that conda installs: the interpreter, and pip to install the rest.
+CONDA_DEPENDENCIES = ["python =3.11", "pip"]
 # Pinned in pyproject only: snakemake runs the workflow and creates the envs; it is not in them.
 PIP_ONLY = {"snakemake"}
+PYPI = "https://pypi.org/simple/"
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
-# What a conda package makes importable, with the dependencies it is known to pull in, so a
-# script may `import numpy` in an env that lists anndata. Keep to dependencies the upstream
-# recipes declare as required.
+# What a pinned package (PyPI name) makes importable, with the dependencies its PyPI metadata
+# declares as required, so a script may `import numpy` in an env that lists anndata. The
+# resolution test checks every name here against what pip resolves for each env.
 _ANNDATA = {"anndata", "numpy", "scipy", "pandas", "h5py", "packaging"}
 PROVIDES = {
-    "python": set(sys.stdlib_module_names),
     "anndata": _ANNDATA,
     "scanpy": _ANNDATA | {"scanpy", "sklearn", "matplotlib", "numba", "networkx", "statsmodels"},
     "scvi-tools": _ANNDATA | {"scvi", "torch", "lightning", "sklearn", "mudata", "tqdm", "rich"},
-    "pytorch": {"torch", "numpy"},
-    "python-igraph": {"igraph"},
+    "torch": {"torch"},
+    "igraph": {"igraph"},
     "scikit-misc": {"skmisc", "numpy"},
-    "huggingface_hub": {"huggingface_hub", "httpx2", "yaml", "tqdm", "filelock", "fsspec"},
+    "huggingface-hub": {"huggingface_hub", "httpx2", "yaml", "tqdm", "filelock", "fsspec"},
     "hf-xet": {"hf_xet"},
     "scikit-learn": {"sklearn", "numpy", "scipy"},
-    "matplotlib-base": {"matplotlib", "numpy", "PIL"},
+    "matplotlib": {"matplotlib", "numpy", "PIL"},
     "pyyaml": {"yaml"},
     "jsonschema": {"jsonschema"},
     "markdown-it-py": {"markdown_it", "mdurl"},
     "scib-metrics": {"scib_metrics", "jax", "chex", "plottable", "tqdm"},
     "jax": {"jax", "jaxlib", "numpy", "ml_dtypes", "opt_einsum"},
     "jaxlib": {"jaxlib", "numpy"},
+}
+# Import name -> PyPI distribution, where they differ (otherwise the same name, normalised).
+IMPORT_TO_DIST = {
+    "sklearn": "scikit-learn",
+    "skmisc": "scikit-misc",
+    "scvi": "scvi-tools",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "markdown_it": "markdown-it-py",
 }
 
 
@@ -95,17 +91,36 @@ def load_env(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def conda_pins(path: Path) -> dict[str, str]:
-    """`name =1.2.3` / `name=1.2.3` / `name==1.2.3` -> {name: version}; anything else fails."""
+def pip_section(path: Path) -> list[str]:
+    """The requirement lines of the env's `pip:` section."""
+    sections = [d["pip"] for d in load_env(path)["dependencies"] if isinstance(d, dict)]
+    assert len(sections) == 1, f"{path.name}: expected one pip: section, found {len(sections)}"
+    return sections[0]
+
+
+def env_pins(path: Path) -> dict[str, str]:
+    """`name==1.2.3` lines of the pip section -> {normalised name: version}; anything else
+    (a range, an extra, an option line) fails."""
     pins = {}
-    for dep in load_env(path)["dependencies"]:
-        assert isinstance(dep, str), f"{path.name}: no pip: sections; use conda packages ({dep})"
-        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*==?\s*([0-9][0-9A-Za-z.]*)", dep.strip())
-        assert match, f"{path.name}: '{dep}' is not pinned to an exact version"
-        name, version = match.groups()
-        assert name not in pins, f"{path.name}: {name} listed twice"
-        pins[name] = version
+    for line in pip_section(path):
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==" and not req.extras, (
+            f"{path.name}: '{line}' is not one exact pin"
+        )
+        name = canonicalize_name(req.name)
+        assert name not in pins, f"{path.name}: {req.name} listed twice"
+        pins[name] = specs[0].version
     return pins
+
+
+def provided(path: Path) -> set[str]:
+    """The import names an env provides: the standard library and its packages' PROVIDES."""
+    names = set(sys.stdlib_module_names)
+    for pkg in env_pins(path):
+        assert pkg in PROVIDES, f"{path.name}: {pkg} is not in PROVIDES; say what it imports"
+        names |= PROVIDES[pkg]
+    return names
 
 
 @pytest.fixture(scope="module")
@@ -135,42 +150,40 @@ def test_channels(env):
 
 
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
+def test_conda_gives_only_python_and_pip(env):
+    conda = [d for d in load_env(env)["dependencies"] if not isinstance(d, dict)]
+    assert conda == CONDA_DEPENDENCIES, (
+        f"{env.name}: conda installs {conda}; everything but {CONDA_DEPENDENCIES} belongs in "
+        "the pip: section (conda-forge lacks several of our pins)"
+    )
+
+
+@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
 def test_pins_agree_with_pyproject(env):
     pins = pip_pins()
-    for name, version in conda_pins(env).items():
-        if name in CONDA_ONLY:
-            continue
-        assert name in CONDA_TO_PIP, (
-            f"{env.name}: {name} is not in CONDA_TO_PIP; pin it in pyproject.toml too and map it"
-        )
-        pip_name = canonicalize_name(CONDA_TO_PIP[name])
-        assert pip_name in pins, f"{env.name}: {name} has no pin in pyproject.toml"
-        assert version == pins[pip_name], (
-            f"{env.name}: {name} ={version}, but pyproject.toml pins {pip_name}=={pins[pip_name]}"
+    for name, version in env_pins(env).items():
+        assert name in pins, f"{env.name}: {name} has no pin in pyproject.toml"
+        assert version == pins[name], (
+            f"{env.name}: {name}=={version}, but pyproject.toml pins {name}=={pins[name]}"
         )
 
 
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
 def test_python_matches_requires_python(env):
-    python = conda_pins(env)["python"]
+    python = CONDA_DEPENDENCIES[0].split("=")[-1]
     assert f"{python}.0" in SpecifierSet(pyproject()["project"]["requires-python"])
+    assert [d for d in load_env(env)["dependencies"] if d == CONDA_DEPENDENCIES[0]]
 
 
 def test_every_runtime_pin_is_in_an_env():
-    in_envs = {
-        canonicalize_name(CONDA_TO_PIP[name])
-        for env in ENV_FILES
-        for name in conda_pins(env)
-        if name in CONDA_TO_PIP
-    }
+    in_envs = {name for env in ENV_FILES for name in env_pins(env)}
     missing = set(pip_pins()) - in_envs - {canonicalize_name(n) for n in PIP_ONLY}
     assert not missing, f"pinned in pyproject.toml but in no envs/*.yaml: {sorted(missing)}"
 
 
-def test_name_map_has_no_stale_entries():
-    pins = pip_pins()
-    stale = {c for c, p in CONDA_TO_PIP.items() if canonicalize_name(p) not in pins}
-    assert not stale, f"CONDA_TO_PIP maps packages pyproject.toml no longer pins: {stale}"
+def test_provides_has_no_stale_entries():
+    stale = set(PROVIDES) - set(pip_pins())
+    assert not stale, f"PROVIDES names packages pyproject.toml no longer pins: {stale}"
 
 
 def test_every_rule_names_an_existing_env(rules):
@@ -323,8 +336,8 @@ def test_rule_scripts_import_only_what_their_env_provides(rules):
         if script is None or env is None:
             continue
         assert script.is_file(), f"rule {name}: script {script} does not exist"
-        provided = set().union(*(PROVIDES[pkg] for pkg in conda_pins(env)))
-        missing = imports_of_script(script) - provided
+        provided_names = provided(env)
+        missing = imports_of_script(script) - provided_names
         if missing:
             problems.append(f"rule {name} ({env.name}) imports {sorted(missing)}")
     assert not problems, "\n".join(problems)
@@ -348,3 +361,98 @@ def test_only_the_integration_rule_reaches_jax(rules):
     for name, script in scripts.items():
         if name != "integration":
             assert not {"scib_metrics", "jax"} & imports_of_script(script), name
+
+
+# ------------------------------------------------------------------ resolving the pip sections
+
+
+def _index_unreachable() -> str | None:
+    """Why PyPI cannot be reached (None when it can); a quick request, before any resolving."""
+    try:
+        with urllib.request.urlopen(PYPI + "pip/", timeout=10) as response:
+            response.read(1)
+    except OSError as exc:
+        return f"{PYPI} unreachable: {exc}"
+    return None
+
+
+def resolve(requirements: list[str], workdir: Path) -> subprocess.CompletedProcess:
+    """pip's resolution of `requirements` into an empty Python 3.11 environment, as the report
+    `pip install --report` writes (workdir/report.json).
+
+    - `--dry-run --ignore-installed`: nothing is installed, and what this interpreter already has
+      does not count, so the resolution is the one a fresh conda env's pip makes.
+    - `--isolated`: pip's config files and PIP_* variables are ignored (a machine's
+      find-links, extra indexes or constraints would change the answer); PyPI only.
+    - `--use-feature=fast-deps`: pip reads each wheel's metadata with PEP 658 `.metadata`
+      files where the index offers them (PyPI does), else with HTTP range requests into the
+      wheel. Without it, on an index or proxy that hides the `.metadata` files, pip downloads
+      whole wheels to read their metadata: the scvi env's torch and nvidia-* wheels are several
+      GB (measured: torch 527 MB and nvidia-cublas 423 MB among them). With it, no wheel is
+      downloaded; the resolution was checked to be the same package set either way.
+    - The running interpreter decides environment markers, so the test needs Python 3.11, as
+      the env files ask (requires-python says the same). `--python-version` is not an option:
+      pip then accepts wheels only, and docrep (a scvi-tools dependency) is an sdist.
+    """
+    requirements_file = workdir / "requirements.txt"
+    requirements_file.write_text("\n".join(requirements) + "\n")
+    command = [
+        *(sys.executable, "-m", "pip", "install", "--isolated", "--dry-run"),
+        *("--ignore-installed", "--quiet", "--use-feature=fast-deps", "--index-url", PYPI),
+        *("--report", str(workdir / "report.json"), "-r", str(requirements_file)),
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, dict]]:
+    """env file name -> (pip's run, {distribution: version} it resolved); the four envs resolve
+    concurrently (the time goes to network round trips)."""
+    if sys.version_info[:2] != (3, 11):
+        pytest.skip(f"resolving for the envs' Python 3.11 needs Python 3.11, not {sys.version}")
+    reason = _index_unreachable()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true, so the envs must be resolved, but {reason}")
+        pytest.skip(reason)
+
+    def one(env: Path):
+        workdir = tmp_path_factory.mktemp(env.stem)
+        run = resolve(pip_section(env), workdir)
+        report = workdir / "report.json"
+        installs = json.loads(report.read_text())["install"] if run.returncode == 0 else []
+        versions = {
+            canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"]
+            for item in installs
+        }
+        return env.name, (run, versions)
+
+    with ThreadPoolExecutor(max_workers=len(ENV_FILES)) as pool:
+        return dict(pool.map(one, ENV_FILES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.name)
+def test_pip_section_resolves_for_python_311(env, resolutions):
+    run, versions = resolutions[env.name]
+    assert run.returncode == 0, f"{env.name}: pip cannot resolve its pip: section:\n{run.stderr}"
+    for name, version in env_pins(env).items():
+        assert versions.get(name) == version, f"{env.name}: {name} resolved to {versions.get(name)}"
+    # What PROVIDES says each package brings in must be what pip installs with it.
+    missing = {
+        module
+        for module in provided(env) - set(sys.stdlib_module_names)
+        if canonicalize_name(IMPORT_TO_DIST.get(module, module)) not in versions
+    }
+    assert not missing, f"{env.name}: PROVIDES claims {sorted(missing)}, pip does not install them"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="PyPI's torch is a CUDA build on Linux only")
+def test_pypi_torch_is_a_cuda_build_on_linux(resolutions):
+    # docs/running.md promises a GPU node a CUDA torch from the scvi env: PyPI's Linux torch
+    # wheel depends on the CUDA runtime wheels.
+    _run, versions = resolutions["scvi.yaml"]
+    assert "torch" in versions
+    cudnn = [name for name in versions if name.startswith("nvidia-cudnn")]
+    assert cudnn, f"no CUDA libraries among torch's dependencies: {sorted(versions)}"
