@@ -198,6 +198,17 @@ def test_every_rule_names_an_existing_env(rules):
     assert used == set(ENV_FILES), f"env files no rule uses: {set(ENV_FILES) - used}"
 
 
+def test_catalog_file_declares_conda_and_report():
+    # The Snakemake workflow catalog's "standardized usage" format: usage.mandatory-flags
+    # {desc, flags} and usage.software-stack-deployment {conda, report, ...}.
+    catalog = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())
+    usage = catalog["usage"]
+    assert set(usage) == {"mandatory-flags", "software-stack-deployment"}
+    assert set(usage["mandatory-flags"]) == {"desc", "flags"}
+    assert usage["mandatory-flags"]["desc"].strip()
+    assert usage["software-stack-deployment"] == {"conda": True, "report": True}
+
+
 # ------------------------------------------------------------------ what each rule imports
 
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The training grid of benchmarks/training.py on a GPU machine, in under 8 minutes:
+# batch size {128, 1024, 4096} x loader {default, pinned + workers, data on the device}, SCVI at
+# 27,000 x 3,000 (5 epochs) and 500,000 x 3,000 (2 epochs). Writes the tables, with the GPU and
+# the software versions, to $OUT/training-gpu.md (or benchmarks/training-gpu.md without $OUT).
+#
+# Needs a Python with this project installed and a CUDA build of torch (the scvi env of
+# envs/scvi.yaml, or `pip install -e .` from PyPI on Linux). Run from the repository root:
+#   bash benchmarks/gpu.sh                      # PYTHON=/path/to/python to choose the interpreter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+OUTFILE=${OUT:-benchmarks}/training-gpu.md
+WORKERS=${WORKERS:-4}
+export PYTHONPATH=workflow/scripts${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+
+"$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else "no CUDA GPU visible to torch " + torch.__version__)'
+started=$(date +%s)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+{
+  echo "# Training grid on a GPU ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/GPU: /'
+  echo "Load before: $(uptime)"
+  echo
+} > "$tmp/table.md"
+
+# Each size gets a time budget; cells past it are listed as skipped rather than overrunning.
+timeout 150 "$PYTHON" benchmarks/training.py --device gpu --sizes 27000x3000 --epochs 5 \
+  --workers "$WORKERS" --budget-seconds 110 --out "$tmp/small.md"
+timeout 330 "$PYTHON" benchmarks/training.py --device gpu --sizes 500000x3000 --epochs 2 \
+  --workers "$WORKERS" --budget-seconds 270 --out "$tmp/large.md"
+
+{
+  cat "$tmp/small.md"
+  echo
+  cat "$tmp/large.md"
+  echo
+  echo "Whole script: $(( $(date +%s) - started )) s."
+} >> "$tmp/table.md"
+mkdir -p "$(dirname "$OUTFILE")"
+mv "$tmp/table.md" "$OUTFILE"
+echo "wrote $OUTFILE"
