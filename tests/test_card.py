@@ -177,6 +177,21 @@ def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
     )
 
 
+def test_training_sentence_quotes_throughput_and_the_data_loader():
+    fast = inputs()
+    fast.training = {
+        **fast.training,
+        "cells_per_second": 21437.6,
+        "loader": {"batch_size": 1024, "pin_memory": True, "num_workers": 4,
+                   "persistent_workers": True, "data_on_device": False,
+                   "load_sparse_tensor": False},
+    }  # fmt: skip
+    card = render_card(fast)
+    assert "Throughput: 21,438 cells/s" in card
+    assert "data loader: batch size 1024, pin_memory, persistent_workers, 4 workers." in card
+    assert "Throughput" not in render_card(inputs())  # a summary from before it was recorded
+
+
 def test_label_transfer_section_only_with_label_transfer_and_says_how_to_predict():
     assert "Label transfer" not in render_card(inputs())
     with_lt = inputs(labels_key="cell_type")

@@ -4,12 +4,16 @@ and a model trained with them really drew its minibatches the way asked (on the 
 from __future__ import annotations
 
 import pytest
+from scvi_hub_workflow.config import ConfigError, model_settings, resolve
 from scvi_hub_workflow.loaders import (
     LoaderSettings,
     loader_train_kwargs,
-    supports_data_on_device,
+    supports_device_loaders,
     used_data_on_device,
 )
+from scvi_hub_workflow.model_io import scvi_class
+from scvi_hub_workflow.model_kinds import KINDS
+from scvi_hub_workflow.training import train_model
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,9 @@ def test_data_on_device_is_a_device_backed_datamodule(scvi_model):
     ("settings", "message"),
     [
         ({"num_workers": -1}, "num_workers must be >= 0"),
-        ({"persistent_workers": True}, "persistent_workers needs num_workers > 0"),
-        ({"data_on_device": True, "num_workers": 2}, "do not apply"),
-        ({"data_on_device": True, "load_sparse_tensor": True}, "do not apply"),
+        ({"persistent_workers": True}, "persistent_workers: needs num_workers > 0"),
+        ({"data_on_device": True, "num_workers": 2}, "does not apply with data_on_device"),
+        ({"data_on_device": True, "load_sparse_tensor": True}, "does not apply with"),
     ],
 )
 def test_contradictory_settings_fail(settings, message):
@@ -72,9 +76,10 @@ def test_scanvi_has_no_device_backed_splitter():
     adata = scvi.data.synthetic_iid(batch_size=50, n_genes=20, n_batches=1)
     scvi.model.SCANVI.setup_anndata(adata, labels_key="labels", unlabeled_category="unknown")
     model = scvi.model.SCANVI(adata, n_hidden=8, n_latent=2)
-    assert not supports_data_on_device(model)
+    assert not supports_device_loaders(model)
     # Falls back to the host loader rather than handing SCANVI a splitter it cannot use.
-    assert "datamodule" not in kwargs_for(LoaderSettings(data_on_device=True), model)
+    assert kwargs_for(LoaderSettings(data_on_device=True), model) == {}
+    assert kwargs_for(LoaderSettings(load_sparse_tensor=True), model) == {}
 
 
 @pytest.mark.parametrize("on_device", [False, True])
@@ -86,3 +91,87 @@ def test_training_uses_the_loader_asked_for(scvi_model, on_device):
     assert used_data_on_device(scvi_model) is on_device
     # The same train/validation split either way (scvi-tools' seeded permutation).
     assert len(scvi_model.train_indices) == 240 and len(scvi_model.validation_indices) == 60
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_registry_says_which_classes_train_through_the_plain_splitter(kind):
+    # `device_loaders` in model_kinds must match the splitter scvi-tools trains the class with.
+    from scvi.dataloaders import DataSplitter
+
+    uses_plain = scvi_class(KINDS[kind])._data_splitter_cls is DataSplitter
+    assert uses_plain == KINDS[kind].device_loaders
+
+
+# --- the config keys, through train_model ---------------------------------------------------
+
+
+def model_config(model: dict | None = None, **train) -> dict:
+    entry = {
+        "dataset": {"source": "builtin:synthetic-iid"},
+        "model": model or {"class": "SCVI", "params": {"n_hidden": 16, "n_latent": 4}},
+        "train": {"max_epochs": 2, "early_stopping": False, "accelerator": "cpu", **train},
+    }
+    return {"models": {"m": entry}}
+
+
+def test_loader_keys_default_to_scvi_tools_defaults():
+    train = model_settings(model_config(), "m").train
+    assert LoaderSettings.of(train) == LoaderSettings()
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        ({"persistent_workers": True}, r"models\.m\.train\.persistent_workers: needs num_workers"),
+        (
+            {"data_on_device": True, "num_workers": 2},
+            r"models\.m\.train\.num_workers: does not apply with data_on_device",
+        ),
+        ({"num_workers": -1}, r"num_workers"),
+    ],
+)
+def test_contradicting_loader_keys_are_config_errors(train, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve(model_config(**train))
+
+
+def test_summary_records_throughput_device_and_loader():
+    import scvi
+
+    settings = model_settings(model_config(data_on_device=True), "m")
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=40)
+    model, _, summary = train_model(adata, settings, cuda_available=False)
+    assert used_data_on_device(model)
+    (phase,) = summary["phases"]
+    assert phase["data_on_device"] is True and phase["epochs"] == 2
+    assert phase["training_cells"] == len(model.train_indices) == 180
+    assert phase["cells_per_second"] == pytest.approx(180 * 2 / phase["seconds"], rel=0.01)
+    assert summary["cells_per_second"] == phase["cells_per_second"]
+    assert summary["loader"] == {
+        "batch_size": 128,
+        "pin_memory": False,
+        "num_workers": 0,
+        "persistent_workers": False,
+        "data_on_device": True,
+        "load_sparse_tensor": False,
+    }
+    assert summary["device"] == "cpu"
+
+
+def test_scanvi_pretraining_gets_the_device_loader_and_scanvi_the_host_one():
+    import scvi
+
+    scanvi = {
+        "class": "SCANVI",
+        "from_scvi": True,
+        "params": {"n_hidden": 16, "n_latent": 4},
+        "setup": {"batch_key": "batch", "labels_key": "labels", "unlabeled_category": "unknown"},
+    }
+    settings = model_settings(model_config(scanvi, data_on_device=True, scvi_max_epochs=1), "m")
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=40)
+    _, _, summary = train_model(adata, settings, cuda_available=False)
+    assert [(p["phase"], p["data_on_device"]) for p in summary["phases"]] == [
+        ("scvi", True),
+        ("scanvi", False),
+    ]
+    assert all(p["cells_per_second"] > 0 for p in summary["phases"])

@@ -151,6 +151,23 @@ def _left_out(de: dict) -> str:
     )
 
 
+def _throughput(training: dict) -> str:
+    """The card's sentence on training speed and the data loader, from the training summary
+    (empty for a summary written before it recorded them)."""
+    rate = training.get("cells_per_second")
+    if rate is None:
+        return ""
+    loader = training.get("loader") or {}
+    settings = [f"batch size {loader['batch_size']}"] if "batch_size" in loader else []
+    settings += [key for key, on in loader.items() if key != "batch_size" and on is True]
+    if loader.get("num_workers"):
+        settings.append(f"{loader['num_workers']} workers")
+    return (
+        f" Throughput: {rate:,.0f} cells/s (training cells x epochs / seconds of training); "
+        f"data loader: {', '.join(settings) or 'defaults'}."
+    )
+
+
 def _trained_for(training: dict) -> str:
     """Epochs of every training phase: "40 epochs of SCVI pre-training, then 10 of SCANVI"."""
     phases = training.get("phases") or []
@@ -302,7 +319,7 @@ def render_card(inputs: CardInputs) -> str:
         f"**Training Code URL**: {_code_url(card.training_code_url, inputs.provenance)}",
         f"Trained for {_trained_for(training)} on {training.get('device')} "
         f"(accelerator {training.get('accelerator')}), scvi-tools {training.get('scvi_version')}, "
-        f"torch {training.get('torch_version')}." + _how_it_ended(training),
+        f"torch {training.get('torch_version')}." + _how_it_ended(training) + _throughput(training),
         *(provenance_section(inputs.provenance) if inputs.provenance else []),
         "# References",
         card.references or "To be added...",

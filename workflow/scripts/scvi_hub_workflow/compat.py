@@ -30,6 +30,9 @@ Private APIs (no public equivalent in 1.4.2):
 - `model.adata_manager._registry` (`mark_minified`): the saved setup arguments.
 - `model._label_mapping` (`label_mapping`): the classifier's classes in output order.
 - `model.module.classify_helper` (`minified_label_probabilities`): the classifier on a latent.
+- `scvi.model._utils.get_max_epochs_heuristic` (`max_epochs_heuristic`): the epochs train()
+  picks from the number of cells, which it does not pick when given a datamodule
+  (`train.data_on_device`). (tests/test_loaders.py)
 """
 
 from __future__ import annotations
@@ -103,3 +106,11 @@ def minified_label_probabilities(model, qzm: np.ndarray) -> np.ndarray:
         if model.module.classifier.logits:
             scores = torch.nn.functional.softmax(scores, dim=-1)
     return scores.cpu().numpy()
+
+
+def max_epochs_heuristic(n_cells: int) -> int:
+    """The number of epochs scvi-tools' train() chooses for `n_cells` when not told."""
+    import_scvi()
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    return get_max_epochs_heuristic(n_cells)

@@ -148,6 +148,20 @@ def section_settings(section: str, values: dict | None = None):
     return build(section_class(section), merged)
 
 
+def loader_problems(train: dict) -> list[tuple[str, str]]:
+    """(train key, why) for each contradiction among the data-loader keys."""
+    problems = []
+    if train.get("persistent_workers") and not train.get("num_workers"):
+        problems.append(("persistent_workers", "needs num_workers > 0 (no workers to keep)"))
+    if train.get("data_on_device"):
+        problems += [
+            (other, "does not apply with data_on_device (minibatches are drawn on the device)")
+            for other in ("num_workers", "load_sparse_tensor")
+            if train.get(other)
+        ]
+    return problems
+
+
 def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
     """Cross-key rules a JSON schema cannot express (`s`: the model's settings, `entry`: its
     keys as written)."""
@@ -203,6 +217,7 @@ def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
             f"{key}.train.scvi_plan: only a model pre-trained here (model.from_scvi: true) has "
             "an SCVI pre-training phase"
         )
+    problems += [f"{key}.train.{k}: {why}" for k, why in loader_problems(train)]
     dataset = s["dataset"]
     source = parse_source(dataset["source"], dataset.get("sha256"), dataset.get("checksum"))
     if source.kind == "builtin" and source.location not in BUILTIN_DATASETS:

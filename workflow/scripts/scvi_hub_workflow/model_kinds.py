@@ -89,6 +89,10 @@ class ModelKind:
     # The spatial model that starts from it (`from_rna_model`), as (module, class): the
     # deconvolution check applies.
     deconvolved_by: tuple[str, str] | None = None
+    # Trains through scvi-tools' plain DataSplitter, so `train.data_on_device` (its
+    # DeviceBackedDataSplitter) and `train.load_sparse_tensor` (densified on the device by it)
+    # apply; the semi-supervised splitter has neither.
+    device_loaders: bool = True
     card: CardText | None = None
 
     def setup_anndata_kwargs(self, setup: dict) -> dict:
@@ -135,6 +139,7 @@ SCANVI = ModelKind(
     pretrained_from="SCVI",
     has_unlabelled_cells=True,
     has_classifier=True,
+    device_loaders=False,
     card=CardText(
         intro=(
             "ScANVI is a variational inference model for single-cell RNA-seq data that can learn "

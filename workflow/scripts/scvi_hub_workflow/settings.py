@@ -182,6 +182,11 @@ class TrainSettings(Section):
     seed: int
     accelerator: str
     allow_cpu_fallback: bool
+    pin_memory: bool
+    num_workers: int
+    persistent_workers: bool
+    data_on_device: bool
+    load_sparse_tensor: bool
 
 
 @section

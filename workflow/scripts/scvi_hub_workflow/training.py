@@ -13,6 +13,7 @@ import pandas as pd
 
 from .compat import import_scvi, mark_minified
 from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
+from .loaders import overall_speed, phase_speed, with_loader
 from .model_io import scvi_class
 from .model_kinds import kind_of
 from .provenance import training_environment
@@ -168,6 +169,7 @@ def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = Tr
     import_scvi()
     from scvi.train import SaveCheckpoint
 
+    kwargs = with_loader(kwargs, model, train)
     keep_best = bool(train.keep_best_epoch and kwargs.get("early_stopping"))
     with tempfile.TemporaryDirectory(prefix="scvi-hub-checkpoints-") as checkpoints:
         if keep_best:
@@ -175,7 +177,9 @@ def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = Tr
                 dirpath=checkpoints, monitor=VALIDATION_METRIC, load_best_on_end=True
             )
             kwargs = {**kwargs, "callbacks": [*kwargs.get("callbacks", []), best]}
+        started = time.perf_counter()
         model.train(**kwargs)
+        seconds = round(time.perf_counter() - started, 3)  # rates use the seconds recorded
     stopper = model.trainer.early_stopping_callback
     stopped_early = bool(getattr(stopper, "stopped_epoch", 0))
     # Lightning also stops on a validation ELBO that is not finite (a diverged model)
@@ -191,7 +195,7 @@ def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = Tr
         patience=train.early_stopping_patience,
         kept_best=keep_best,
         kl_weight=kl_weight,
-    )
+    ) | phase_speed(model, seconds)
 
 
 def phase_end(
@@ -336,6 +340,7 @@ def train_model(
         "phases": phases,
         "total_epochs": sum(p["epochs"] for p in phases),
         "seconds": round(time.perf_counter() - started, 3),
+        **overall_speed(phases, train),  # cells_per_second and the loader settings
         "n_cells": {s: int((split == s).sum()) for s in SPLIT_LABELS},
         "scvi_version": scvi.__version__,
         # The registry records scvi-tools' version but not anndata's: the card reads it here.
