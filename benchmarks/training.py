@@ -228,6 +228,26 @@ def table(rows: list[dict], memory_label: str) -> str:
     return "\n".join(lines)
 
 
+def report(args, rows: list[dict], device: str, gpu: bool, started: float, final=False) -> None:
+    """The table so far, with what it was measured on; printed at the end, and written to
+    `--out` (atomically) after every cell."""
+    import torch
+
+    memory_label = "peak GPU MiB" if gpu else "peak RSS MiB"
+    text = (
+        f"Device: {device}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"`pinned` with {args.workers} workers; lr scaling {args.lr_scaling}; "
+        f"{time.perf_counter() - started:.0f} s {'in all' if final else 'so far'}.\n\n"
+        + table(rows, memory_label)
+    )
+    if final:
+        print("\n" + text)
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(args.out)
+
+
 def main() -> None:
     import torch
 
@@ -275,18 +295,8 @@ def main() -> None:
                     continue
                 rows.append(measure(adata, params, setup, batch_size, loader, args, accelerator))
                 print(rows[-1], flush=True)
-    memory_label = "peak GPU MiB" if gpu else "peak RSS MiB"
-    text = (
-        f"Device: {device}; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"`pinned` with {args.workers} workers; "
-        f"lr scaling {args.lr_scaling}; {time.perf_counter() - started:.0f} s in all.\n\n"
-        + table(rows, memory_label)
-    )
-    print("\n" + text)
-    if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.out)
+                report(args, rows, device, gpu, started)  # a run stopped later keeps these
+    report(args, rows, device, gpu, started, final=True)
 
 
 if __name__ == "__main__":
