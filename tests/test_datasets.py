@@ -272,3 +272,41 @@ def test_a_deconvolution_reference_needs_every_cell_labelled(model_class):
         check_cells(obs, settings, "models.m")
     obs["cell_type"] = pd.Categorical(["a", "b", "b", "a"])
     check_cells(obs, settings, "models.m")
+
+
+def test_the_prepared_counts_are_a_matrix_scanpy_computes_on(tmp_path):
+    # int32 indices beside int64 indptr read back fine but fail in scanpy's numba kernels
+    import scanpy as sc
+
+    source = tmp_path / "atlas.h5ad"
+    cellxgene_like().write_h5ad(source)
+    prepare_dataset(source, atlas_settings(), tmp_path / "out.h5ad")
+    with h5py.File(tmp_path / "out.h5ad") as f:
+        assert f["X/indices"].dtype == f["X/indptr"].dtype == np.int32
+    adata = ad.read_h5ad(tmp_path / "out.h5ad")
+    adata.obs["half"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    sc.tl.rank_genes_groups(adata, "half")
+    assert adata.uns["rank_genes_groups"]["names"].shape[0] == adata.n_vars
+
+
+@pytest.mark.parametrize(("max_nnz", "dtype"), [(None, np.int32), (2**31, np.int64)])
+def test_csr_writer_keeps_one_index_dtype(tmp_path, max_nnz, dtype):
+    matrix = sp.random(40, 30, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        writer = h5ad_io.CsrWriter(f, "X", 40, 30, max_nnz)
+        writer.append(matrix[:25])
+        writer.append(matrix[25:])
+        writer.close()
+        assert f["X/indices"].dtype == f["X/indptr"].dtype == dtype
+        back = ad.io.read_elem(f["X"])
+    assert back.indices.dtype == back.indptr.dtype
+    np.testing.assert_array_equal(back.toarray(), matrix.toarray())
+
+
+def test_csr_writer_refuses_more_non_zeros_than_announced(tmp_path):
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        writer = h5ad_io.CsrWriter(f, "X", 2, 3, max_nnz=2)
+        with pytest.raises(ValueError, match="non-zeros announced"):
+            writer.append(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))

@@ -79,6 +79,31 @@ def test_scvi_tools_loads_the_hub_folder(tiny_run, model):
     assert latent.shape[0] == loaded.adata.n_obs and np.isfinite(latent).all()
 
 
+def test_scanpy_computes_on_every_written_h5ad(tiny_run):
+    # Other tools must be able to work on our files: scanpy's numba kernels refuse a CSR
+    # matrix whose indices and indptr differ in dtype.
+    import scanpy as sc
+
+    paths = sorted((tiny_run / "results").rglob("*.h5ad")) + sorted(
+        (tiny_run / "resources").rglob("*.h5ad")
+    )
+    assert {"hvg.h5ad", "adata.h5ad"} <= {p.name for p in paths}
+    tested = []
+    for path in paths:
+        adata = ad.read_h5ad(path)
+        if sp.issparse(adata.X):
+            assert adata.X.indices.dtype == adata.X.indptr.dtype, path
+        if adata.X is None or adata.X.sum() == 0:  # minified data hold no counts
+            continue
+        adata.obs["half"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+        sc.tl.rank_genes_groups(adata, "half")
+        tested.append(path.relative_to(tiny_run).as_posix())
+    assert "results/tiny-scanvi/hvg.h5ad" in tested
+    assert "results/tiny-scanvi/model/adata.h5ad" in tested
+
+
 def test_minified_scanvi_samples_like_the_full_model(tiny_run):
     # Guards the SCANVI.from_scvi_model minification bug (all-zero samples after reload).
     from scvi_hub_workflow.model_io import load_model

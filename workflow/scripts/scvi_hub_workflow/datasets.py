@@ -326,7 +326,8 @@ def prepare_dataset(
             del skeleton
             with h5py.File(tmp, "a") as out:
                 keys = ["X"] + ([f"layers/{setup.layer}"] if setup.layer else [])
-                writers = [h5ad_io.CsrWriter(out, k, rows.size, n_genes) for k in keys]
+                bound = h5ad_io.stored_entries(element)
+                writers = [h5ad_io.CsrWriter(out, k, rows.size, n_genes, bound) for k in keys]
                 for _, block in h5ad_io.iter_rows(element, rows):
                     check_counts(block, f"{where}, counts in {dataset.counts}")
                     for writer in writers:

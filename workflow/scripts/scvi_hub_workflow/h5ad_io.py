@@ -107,29 +107,56 @@ def _csr_block(element: h5py.Group, indptr: h5py.Dataset, first: int, last: int)
     return sp.csr_matrix((data, indices, ptr - lo), shape=(last - first, n_cols))
 
 
-class CsrWriter:
-    """Write a CSR matrix element, in anndata's encoding, one block of rows at a time."""
+# scipy keeps CSR indices and indptr in one dtype, int32 while it can hold every value; numba
+# kernels (scanpy's normalize_total, rank_genes_groups) refuse a matrix that mixes them.
+INT32_MAX = np.iinfo(np.int32).max
 
-    def __init__(self, parent: h5py.Group, key: str, n_rows: int, n_cols: int):
+
+def index_dtype(n_cols: int, max_nnz: int) -> type:
+    """The dtype of both CSR index arrays: int32 when it holds every column and offset."""
+    return np.int32 if max(n_cols, max_nnz) <= INT32_MAX else np.int64
+
+
+def stored_entries(element: h5py.Group | h5py.Dataset) -> int:
+    """Entries a matrix element stores: an upper bound on the non-zeros of any subset of it."""
+    if isinstance(element, h5py.Dataset):
+        return int(np.prod(element.shape))
+    return int(element["data"].shape[0])
+
+
+class CsrWriter:
+    """Write a CSR matrix element, in anndata's encoding, one block of rows at a time.
+
+    ``max_nnz`` bounds the non-zeros to come (default: every entry); indices and indptr share
+    the dtype it allows, as scipy and anndata's own writer keep them.
+    """
+
+    def __init__(
+        self, parent: h5py.Group, key: str, n_rows: int, n_cols: int, max_nnz: int | None = None
+    ):
         self.group = parent.create_group(key)
         self.group.attrs["encoding-type"] = "csr_matrix"
         self.group.attrs["encoding-version"] = "0.1.0"
         self.group.attrs["shape"] = np.array([n_rows, n_cols], dtype=np.int64)
         opts = {"maxshape": (None,), "chunks": (1 << 16,)}
         self.data = self.group.create_dataset("data", shape=(0,), dtype=np.float32, **opts)
-        index_type = np.int32 if n_cols < 2**31 else np.int64
-        self.indices = self.group.create_dataset("indices", shape=(0,), dtype=index_type, **opts)
-        self.indptr = self.group.create_dataset("indptr", shape=(n_rows + 1,), dtype=np.int64)
+        self.max_nnz = n_rows * n_cols if max_nnz is None else int(max_nnz)
+        dtype = index_dtype(n_cols, self.max_nnz)
+        self.indices = self.group.create_dataset("indices", shape=(0,), dtype=dtype, **opts)
+        self.indptr = self.group.create_dataset("indptr", shape=(n_rows + 1,), dtype=dtype)
         self.n_rows, self.rows_done, self.nnz = n_rows, 0, 0
 
     def append(self, block: sp.csr_matrix) -> None:
         block = sp.csr_matrix(block)
         block.sort_indices()
         n, nnz = block.shape[0], block.nnz
+        if self.nnz + nnz > self.max_nnz:
+            raise ValueError(f"more than the {self.max_nnz} non-zeros announced")
         for dataset, values in ((self.data, block.data), (self.indices, block.indices)):
             dataset.resize((self.nnz + nnz,))
             dataset[self.nnz :] = values
-        self.indptr[self.rows_done + 1 : self.rows_done + n + 1] = block.indptr[1:] + self.nnz
+        offsets = block.indptr[1:].astype(np.int64) + self.nnz
+        self.indptr[self.rows_done + 1 : self.rows_done + n + 1] = offsets
         self.rows_done += n
         self.nnz += nnz
 

@@ -279,7 +279,10 @@ def select_hvg_file(
             skeleton.write_h5ad(tmp)
             with h5py.File(tmp, "a") as out:
                 keys = ["X"] + ([f"layers/{setup.layer}"] if setup.layer else [])
-                writers = [h5ad_io.CsrWriter(out, k, len(obs), genes.size) for k in keys]
+                bound = h5ad_io.stored_entries(f["X"])
+                writers = [
+                    h5ad_io.CsrWriter(out, k, len(obs), genes.size, bound) for k in keys
+                ]
                 for _, block in h5ad_io.iter_rows(f["X"]):
                     part = block[:, genes]
                     for writer in writers:
