@@ -96,6 +96,39 @@ def test_undefined_cv_counts_as_zero():
     assert cell_wise_cv(samples)[0] == pytest.approx(np.std([1, 2, 3]) / 2 / 2)
 
 
+def _cell_cvs_of_perfect_model(n_samples, seed):
+    # NB counts around known means: the observed data and the samples of a model that knows them
+    rng = np.random.default_rng(seed)
+    n_cells, n_genes, theta = 800, 300, 5.0
+    means = rng.lognormal(-1.0, 1.2, n_genes) * rng.lognormal(0, 0.35, (n_cells, 1))
+    means *= np.where(rng.random((n_cells, n_genes)) < 0.03, 4.0, 1.0)
+
+    def draw():
+        return cell_wise_cv(rng.poisson(rng.gamma(theta, means / theta)))
+
+    return draw(), np.stack([draw() for _ in range(n_samples)])
+
+
+def test_the_ceiling_is_what_a_model_that_knows_the_truth_scores():
+    perfect, ceiling = [], []
+    for seed in range(4):
+        observed, samples = _cell_cvs_of_perfect_model(3, seed)
+        perfect.append(metrics.compare_cv(samples.mean(axis=0), observed)["pearson"])
+        ceiling.append(metrics.replicate_ceiling(samples)["pearson"])
+    # the data's own noise keeps even the true model far from 1, and the ceiling says so
+    assert np.mean(perfect) < 0.8
+    assert np.mean(ceiling) == pytest.approx(np.mean(perfect), abs=0.06)
+    assert metrics.replicate_ceiling(samples)["mae"] > 0
+
+
+def test_the_ceiling_needs_two_samples_and_is_perfect_for_identical_ones():
+    cvs = np.random.default_rng(0).random((1, 50))
+    assert all(np.isnan(v) for v in metrics.replicate_ceiling(cvs).values())
+    same = metrics.replicate_ceiling(np.repeat(cvs, 3, axis=0))
+    assert same == pytest.approx({"mae": 0, "pearson": 1, "spearman": 1, "r2": 1}, abs=1e-12)
+    assert all(np.isnan(v) for v in metrics.replicate_ceiling(np.empty((3, 0))).values())
+
+
 def test_empty_or_constant_inputs_give_nan_not_errors():
     assert all(np.isnan(v) for v in metrics.compare_cv(np.empty(0), np.empty(0)).values())
     flat = metrics.compare_cv(np.array([1.0, 2.0]), np.array([3.0, 3.0]))

@@ -58,6 +58,23 @@ def compare_cv(model_cv: np.ndarray, observed_cv: np.ndarray) -> dict[str, float
     }
 
 
+def replicate_ceiling(sample_cvs: np.ndarray) -> dict[str, float]:
+    """The CV metrics a model that is exactly right reaches: what ``compare_cv`` gives when the
+    data are drawn from the model itself (docs/metrics.md, "The ceiling").
+
+    ``sample_cvs`` is (samples, cells or genes): the CVs of each posterior sample. Each sample
+    in turn stands in for the observed data and the mean of the other samples for the model;
+    the metrics are averaged over the samples. NaN with fewer than two samples.
+    """
+    sample_cvs = np.asarray(sample_cvs, dtype=np.float64)
+    n = sample_cvs.shape[0]
+    if n < 2 or sample_cvs.shape[1] == 0:
+        return dict.fromkeys(CV_METRICS, float("nan"))
+    total = sample_cvs.sum(axis=0)
+    rows = [compare_cv((total - sample_cvs[k]) / (n - 1), sample_cvs[k]) for k in range(n)]
+    return {key: _mean([row[key] for row in rows]) for key in CV_METRICS}
+
+
 def r2(*, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Coefficient of determination of ``y_pred`` as a prediction of ``y_true``.
 

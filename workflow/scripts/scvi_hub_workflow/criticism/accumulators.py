@@ -46,6 +46,8 @@ class CoefficientOfVariation:
         n_cells = len(splits)
         self.n_genes = n_genes
         self.model_cell_cv = np.zeros(n_cells)
+        # each sample's own cell CVs: the ceiling compares the samples with each other
+        self.sample_cell_cv = np.zeros((n_samples, n_cells))
         self.observed_cell_cv = np.zeros(n_cells)
         # sums of x and x² per (source, split code, gene); source 0 is observed
         self.gene_sums = np.zeros((1 + n_samples, len(CV_SPLITS) + 1, 2, n_genes))
@@ -70,15 +72,21 @@ class CoefficientOfVariation:
         cell_cvs, gene_sums = contribution
         self.observed_cell_cv[start:stop] = cell_cvs[0]
         self.model_cell_cv[start:stop] = np.sum(cell_cvs[1:], axis=0) / self.n_samples
+        self.sample_cell_cv[:, start:stop] = cell_cvs[1:]
         self.gene_sums += gene_sums
 
     def result(self) -> dict:
+        """Per split: the metrics, their number of cells or genes, and under "ceiling" the
+        same metrics for a model that is exactly right (``metrics.replicate_ceiling``)."""
         cell_wise = {}
         for split in CV_SPLITS:
             mask = self.splits == split
             cell_wise[split] = metrics.compare_cv(
                 self.model_cell_cv[mask], self.observed_cell_cv[mask]
-            ) | {"n_cells": int(mask.sum())}
+            ) | {
+                "n_cells": int(mask.sum()),
+                "ceiling": metrics.replicate_ceiling(self.sample_cell_cv[:, mask]),
+            }
         gene_wise = {}
         for split in GENE_CV_SPLITS:
             if split == "all":
@@ -87,11 +95,15 @@ class CoefficientOfVariation:
                 code = CV_SPLITS.index(split)
                 sums, n = self.gene_sums[:, code], int((self.split_codes == code).sum())
             if n == 0:  # no cells in this split: nothing to compare
-                gene_wise[split] = metrics.compare_cv(np.empty(0), np.empty(0)) | {"n_genes": 0}
+                gene_wise[split] = metrics.compare_cv(np.empty(0), np.empty(0)) | {
+                    "n_genes": 0,
+                    "ceiling": metrics.replicate_ceiling(np.empty((self.n_samples, 0))),
+                }
                 continue
             cvs = metrics.cv_from_moments(sums[:, 0], sums[:, 1], n)
             gene_wise[split] = metrics.compare_cv(cvs[1:].mean(axis=0), cvs[0]) | {
-                "n_genes": int(cvs.shape[-1])
+                "n_genes": int(cvs.shape[-1]),
+                "ceiling": metrics.replicate_ceiling(cvs[1:]),
             }
         return {"cell_wise": cell_wise, "gene_wise": gene_wise}
 
