@@ -10,6 +10,9 @@ from scvi_hub_workflow.label_transfer import (
     evaluate,
     expected_calibration_error,
     label_metrics,
+    macro_f1_interval,
+    summary_record,
+    wilson_interval,
 )
 
 LABELS = np.array(["B cell", "T cell", "NK cell", "monocyte"])
@@ -93,3 +96,64 @@ def test_no_labelled_validation_cells_is_an_error_naming_the_column():
         evaluate(obs, probabilities, labels_key="cell_type", unlabeled_category="unknown")
     with pytest.raises(KeyError, match="labels_key"):
         evaluate(obs, probabilities, labels_key="celltype", unlabeled_category="unknown")
+
+
+def test_wilson_intervals_equal_statsmodels_and_stay_honest_at_few_cells():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for k, n in [(0, 3), (3, 3), (1, 2), (91, 100), (0, 1)]:
+        expected = proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-9)
+    low, high = wilson_interval(np.array([0, 3]), np.array([0, 3]))
+    assert np.isnan(low[0]) and np.isnan(high[0]) and high[1] == 1.0 and low[1] < 0.5
+
+
+def test_counts_and_intervals_behind_every_number():
+    rng = np.random.default_rng(0)
+    labels = truth(n=400)
+    # right 80% of the time; the rarest label (monocyte, ~40 cells) only 3 times in a few
+    predicted = np.where(rng.random(len(labels)) < 0.8, labels, rng.choice(LABELS, len(labels)))
+    summary, per_label, _, confusion = label_metrics(labels, one_hot(predicted, 0.9))
+    assert summary["n_correct"] == int((predicted == labels).sum())
+    low, high = summary["accuracy_interval"]
+    assert low < summary["accuracy"] < high and high - low < 0.1
+    low, high = summary["macro_f1_interval"]
+    assert low < summary["macro_f1"] < high and high - low < 0.15
+    rows = per_label.set_index("label")
+    for label in LABELS:
+        assert rows.loc[label, "n_predicted"] == (predicted == label).sum()
+        assert rows.loc[label, "n_correct"] == ((predicted == label) & (labels == label)).sum()
+        assert rows.loc[label, "recall_low"] <= rows.loc[label, "recall"]
+        assert rows.loc[label, "recall"] <= rows.loc[label, "recall_high"]
+    # a few cells: a wide interval; the same error rate on 100x the cells: a narrow one
+    few = macro_f1_interval(confusion)
+    many = macro_f1_interval(confusion * 10)
+    assert few[1] - few[0] > 2 * (many[1] - many[0])
+    perfect = pd.DataFrame(np.diag([5, 3, 1]), index=list("abc"), columns=list("abc"))
+    assert macro_f1_interval(perfect) == (1.0, 1.0)
+
+
+def test_classes_without_validation_cells_are_named_with_their_counts():
+    obs = pd.DataFrame(
+        {
+            "cell_type": ["a", "a", "b", "rare", "rare", "unknown"],
+            "split": ["validation", "train", "validation", "train", "train", "validation"],
+        }
+    )
+    probabilities = pd.DataFrame(
+        np.eye(3)[[0, 0, 1, 2, 2, 0]], columns=["a", "b", "rare"], dtype=float
+    )
+    result = evaluate(obs, probabilities, labels_key="cell_type", unlabeled_category="unknown")
+    assert result["not_scored"] == [
+        {
+            "label": "rare",
+            "n_cells_labelled": 2,
+            "n_cells_train": 2,
+            "n_cells_validation": 0,
+            "n_cells_test": 0,
+        }
+    ]
+    record = summary_record(result, "cell_type")
+    assert record["not_scored"] == result["not_scored"] and record["n_labels"] == 2
+    assert {"n_cells", "n_correct", "accuracy_interval", "macro_f1_interval"} <= set(record)
+    assert {"n_predicted", "n_correct", "recall_low"} <= set(record["per_label"][0])

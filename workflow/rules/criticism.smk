@@ -140,7 +140,7 @@ rule label_transfer:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=settings_of("model.setup"),
+        settings=settings_of("model.setup", "train.seed"),
     script:
         "../scripts/label_transfer.py"
 

@@ -5,11 +5,12 @@ from scvi_hub_workflow.settings import from_text
 
 with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow import figures
-    from scvi_hub_workflow.label_transfer import evaluate, predict_probabilities
+    from scvi_hub_workflow.label_transfer import evaluate, predict_probabilities, summary_record
     from scvi_hub_workflow.model_io import load_model
 
     output = snakemake.output  # noqa: F821
-    setup = from_text(snakemake.params.settings).model.setup  # noqa: F821
+    settings = from_text(snakemake.params.settings)  # noqa: F821
+    setup = settings.model.setup
     # The published (minified) model: what a user of the hub model gets.
     model = load_model(snakemake.input.model)  # noqa: F821
     result = evaluate(
@@ -17,14 +18,10 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         predict_probabilities(model),
         labels_key=setup.labels_key,
         unlabeled_category=setup.unlabeled_category,
+        seed=settings.train.seed,
     )
     summary, per_label, calibration, confusion = result["validation"]
-    write_json(
-        output.summary,
-        {"cells": "validation", "labels_key": setup.labels_key}
-        | summary
-        | {"unlabelled_vs_truth": result["unlabelled"], "per_label": per_label.to_dict("records")},
-    )
+    write_json(output.summary, summary_record(result, setup.labels_key))
     with atomic_path(output.per_label) as tmp:
         per_label.to_csv(tmp, sep="\t", index=False)
     with atomic_path(output.calibration) as tmp:
@@ -34,3 +31,5 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
     with atomic_path(output.calibration_figure) as tmp:
         figures.save_png(figures.calibration_curve(calibration, summary["ece"]), tmp)
     log.info("label transfer on the validation cells: %s", summary)
+    if result["not_scored"]:
+        log.warning("classes without validation cells, not scored: %s", result["not_scored"])

@@ -280,9 +280,7 @@ def select_hvg_file(
             with h5py.File(tmp, "a") as out:
                 keys = ["X"] + ([f"layers/{setup.layer}"] if setup.layer else [])
                 bound = h5ad_io.stored_entries(f["X"])
-                writers = [
-                    h5ad_io.CsrWriter(out, k, len(obs), genes.size, bound) for k in keys
-                ]
+                writers = [h5ad_io.CsrWriter(out, k, len(obs), genes.size, bound) for k in keys]
                 for _, block in h5ad_io.iter_rows(f["X"]):
                     part = block[:, genes]
                     for writer in writers:

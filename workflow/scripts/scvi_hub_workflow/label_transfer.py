@@ -11,10 +11,15 @@ import numpy as np
 import pandas as pd
 
 from .compat import label_mapping, minified_label_probabilities
-from .layout import SPLIT_COLUMN, TRUTH_COLUMN, latent_keys
+from .layout import SPLIT_COLUMN, SPLIT_LABELS, TRUTH_COLUMN, latent_keys
 
 # Bins of the predicted probability (confidence) for the calibration curve and ECE.
 N_CALIBRATION_BINS = 10
+# Intervals: 95%; Wilson's for proportions (accuracy, recall, precision), a seeded bootstrap of
+# the validation cells for macro-F1 (no closed form).
+INTERVAL_LEVEL = 0.95
+Z_95 = 1.959963984540054
+N_BOOTSTRAP = 1000
 
 
 def predict_probabilities(model) -> pd.DataFrame:
@@ -39,17 +44,87 @@ def evaluated_cells(
     return (obs[SPLIT_COLUMN].astype(str).to_numpy() == split) & (labels != unlabeled_category)
 
 
+def wilson_interval(successes, trials, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion (95% by default); NaN where trials is 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is honest at 0-3 cells.
+    """
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        # exact at the ends (rounding would leave 1 - 1e-16 above a recall of 1)
+        low = np.where(k == 0, 0.0, np.clip(centre - half, 0, 1))
+        high = np.where(k == n, 1.0, np.clip(centre + half, 0, 1))
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+
+
 def per_label_table(truth: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
-    """Precision, recall, F1 and number of cells of every true label (sklearn's definitions)."""
+    """Per true label: its cells, the cells predicted as it and the correct ones; precision,
+    recall and F1 (sklearn's definitions); Wilson intervals of precision and recall."""
     from sklearn.metrics import precision_recall_fscore_support
 
     labels = np.unique(truth)
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, labels=labels, zero_division=0
     )
+    n_predicted = np.array([int((predicted == label).sum()) for label in labels])
+    n_correct = np.array([int(((predicted == label) & (truth == label)).sum()) for label in labels])
+    precision_low, precision_high = wilson_interval(n_correct, n_predicted)
+    recall_low, recall_high = wilson_interval(n_correct, support)
     return pd.DataFrame(
-        {"label": labels, "n_cells": support, "precision": precision, "recall": recall, "f1": f1}
+        {
+            "label": labels,
+            "n_cells": support,
+            "n_predicted": n_predicted,
+            "n_correct": n_correct,
+            "precision": precision,
+            "precision_low": precision_low,
+            "precision_high": precision_high,
+            "recall": recall,
+            "recall_low": recall_low,
+            "recall_high": recall_high,
+            "f1": f1,
+        }
     )
+
+
+def macro_f1_interval(
+    confusion: pd.DataFrame, n_bootstrap: int = N_BOOTSTRAP, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of macro-F1 over the cells of ``confusion`` (true labels x
+    predicted labels, counts).
+
+    Resampling cells with replacement is a multinomial draw of the confusion counts, so the
+    cost does not grow with the cells. A true label absent from a resample is left out of that
+    resample's mean (it has no cells to score).
+    """
+    counts = confusion.to_numpy(dtype=np.int64)
+    n = int(counts.sum())
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n, counts.ravel() / n, size=n_bootstrap)
+    draws = draws.reshape(n_bootstrap, *counts.shape)
+    support, predicted = draws.sum(axis=2), draws.sum(axis=1)
+    # each true label's own predicted column (absent when the classifier never outputs it)
+    columns = [str(c) for c in confusion.columns]
+    true_positive = np.zeros(support.shape)
+    n_predicted = np.zeros(support.shape)
+    for row, label in enumerate(map(str, confusion.index)):
+        if label in columns:
+            column = columns.index(label)
+            true_positive[:, row] = draws[:, row, column]
+            n_predicted[:, row] = predicted[:, column]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.nan_to_num(2 * true_positive / (support + n_predicted))
+    present = support > 0
+    macro = (f1 * present).sum(axis=1) / present.sum(axis=1)
+    tail = (1 - INTERVAL_LEVEL) / 2 * 100
+    low, high = np.percentile(macro, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def calibration_table(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> pd.DataFrame:
@@ -83,9 +158,13 @@ def expected_calibration_error(table: pd.DataFrame) -> float:
 
 
 def label_metrics(
-    truth: np.ndarray, probabilities: pd.DataFrame, n_bins: int = N_CALIBRATION_BINS
+    truth: np.ndarray,
+    probabilities: pd.DataFrame,
+    n_bins: int = N_CALIBRATION_BINS,
+    seed: int = 0,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Accuracy, macro-F1 and ECE of the most probable label against ``truth``.
+    """Accuracy, macro-F1 and ECE of the most probable label against ``truth``, with the
+    counts behind them and 95% intervals (Wilson for accuracy, bootstrap for macro-F1).
 
     Returns (summary, per-label table, calibration table, confusion counts: true x predicted).
     """
@@ -101,21 +180,44 @@ def label_metrics(
     correct = predicted == truth
     labels = np.unique(truth)
     calibration = calibration_table(confidence, correct, n_bins)
-    summary = {
-        "n_cells": len(truth),
-        "accuracy": float(correct.mean()),
-        # over the true labels: a label never predicted scores F1 0, not absent
-        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro")),
-        "ece": expected_calibration_error(calibration),
-        "n_bins": n_bins,
-    }
     confusion = pd.crosstab(
         pd.Categorical(truth, categories=labels),
         pd.Categorical(predicted, categories=sorted(set(columns))),
         dropna=False,
     )
     confusion.index.name, confusion.columns.name = "true", "predicted"
+    accuracy_low, accuracy_high = wilson_interval(int(correct.sum()), len(truth))
+    summary = {
+        "n_cells": len(truth),
+        "n_correct": int(correct.sum()),
+        "n_labels": len(labels),
+        "accuracy": float(correct.mean()),
+        "accuracy_interval": [float(accuracy_low), float(accuracy_high)],
+        # over the true labels: a label never predicted scores F1 0, not absent
+        "macro_f1": float(f1_score(truth, predicted, labels=labels, average="macro")),
+        "macro_f1_interval": list(macro_f1_interval(confusion, seed=seed)),
+        "interval_level": INTERVAL_LEVEL,
+        "ece": expected_calibration_error(calibration),
+        "n_bins": n_bins,
+    }
     return summary, per_label_table(truth, predicted), calibration, confusion
+
+
+def not_scored(
+    obs: pd.DataFrame, labels_key: str, unlabeled_category: str | None, classes, scored
+) -> list[dict]:
+    """The classifier's classes with no scored cell, and their labelled cells per split (a
+    class with all its cells in the training split cannot be scored on the validation split)."""
+    labels = obs[labels_key].astype(str).to_numpy()
+    splits = obs[SPLIT_COLUMN].astype(str).to_numpy()
+    rows = []
+    for label in sorted(set(map(str, classes)) - set(map(str, scored)) - {str(unlabeled_category)}):
+        mine = labels == label
+        rows.append(
+            {"label": label, "n_cells_labelled": int(mine.sum())}
+            | {f"n_cells_{s}": int((mine & (splits == s)).sum()) for s in SPLIT_LABELS}
+        )
+    return rows
 
 
 def evaluate(
@@ -124,12 +226,13 @@ def evaluate(
     *,
     labels_key: str,
     unlabeled_category: str | None,
+    seed: int = 0,
 ) -> dict:
     """Label transfer on the validation split's labelled cells, and (when the data carry a
     planted truth, as the built-in simulation does) on the unlabelled cells against it.
 
-    Returns {"validation": (summary, per_label, calibration, confusion), "unlabelled_truth":
-    summary or None}.
+    Returns {"validation": (summary, per_label, calibration, confusion), "unlabelled":
+    summary or None, "not_scored": the classes without a validation cell (``not_scored``)}.
     """
     if labels_key not in obs:
         raise KeyError(f"obs has no labels column {labels_key!r} (model.setup.labels_key)")
@@ -140,9 +243,32 @@ def evaluate(
             "label transfer cannot be measured; lower train.train_size"
         )
     truth = obs[labels_key].astype(str).to_numpy()
-    result = {"validation": label_metrics(truth[mask], probabilities[mask]), "unlabelled": None}
+    result = {
+        "validation": label_metrics(truth[mask], probabilities[mask], seed=seed),
+        "unlabelled": None,
+        "not_scored": not_scored(
+            obs, labels_key, unlabeled_category, probabilities.columns, truth[mask]
+        ),
+    }
     unlabelled = truth == unlabeled_category
     if TRUTH_COLUMN in obs and unlabelled.any():
         planted = obs[TRUTH_COLUMN].astype(str).to_numpy()
-        result["unlabelled"] = label_metrics(planted[unlabelled], probabilities[unlabelled])[0]
+        result["unlabelled"] = label_metrics(
+            planted[unlabelled], probabilities[unlabelled], seed=seed
+        )[0]
     return result
+
+
+def summary_record(result: dict, labels_key: str) -> dict:
+    """label_transfer.json: the validation summary (counts, intervals), the classes not
+    scored, the unlabelled cells against a planted truth, and the per-label rows."""
+    summary, per_label, _, _ = result["validation"]
+    return (
+        {"cells": "validation", "labels_key": labels_key}
+        | summary
+        | {
+            "not_scored": result["not_scored"],
+            "unlabelled_vs_truth": result["unlabelled"],
+            "per_label": per_label.to_dict("records"),
+        }
+    )
