@@ -58,6 +58,34 @@ def test_a_latent_of_pure_batch_scores_worse_than_one_of_pure_label(pure_scores)
     assert "KBET" not in table.index  # left out: integration.LEFT_OUT_METRICS
 
 
+def test_like_for_like_aggregates_leave_out_pcr_comparison_for_both():
+    rows = [
+        ("cLISI", "Bio conservation", 0.9, 0.8),
+        ("KMeans NMI", "Bio conservation", 0.7, 0.6),
+        ("BRAS", "Batch correction", 0.8, 0.7),
+        ("iLISI", "Batch correction", 0.4, 0.3),
+        ("PCR comparison", "Batch correction", 0.9, 0.0),
+        ("batch_correction", "Aggregate score", 0.7, 1.0 / 3),
+        ("bio_conservation", "Aggregate score", 0.8, 0.7),
+        ("total", "Aggregate score", 0.76, 0.42 + 0.4 / 3),
+    ]
+    table = pd.DataFrame(rows, columns=["metric", "type", "model", "pca"])
+    full = integration.with_like_for_like(table, ["model", "pca"]).set_index("metric")
+    assert full.loc["batch_correction_without_pcr", ["model", "pca"]].tolist() == pytest.approx(
+        [0.6, 0.5]
+    )
+    assert full.loc["total_without_pcr", "model"] == pytest.approx(0.4 * 0.6 + 0.6 * 0.8)
+    assert full.loc["total_without_pcr", "pca"] == pytest.approx(0.4 * 0.5 + 0.6 * 0.7)
+    # with PCR comparison the gap is 0.37; like with like it is 0.1
+    assert full.loc["batch_correction", "model"] - full.loc["batch_correction", "pca"] > 0.3
+    contents = integration.aggregate_contents(full.reset_index())
+    assert contents["batch_correction"] == "mean of BRAS, iLISI, PCR comparison"
+    assert contents["batch_correction_without_pcr"] == "mean of BRAS, iLISI"
+    assert contents["bio_conservation"] == "mean of cLISI, KMeans NMI"
+    assert "0.4 x batch_correction_without_pcr" in contents["total_without_pcr"]
+    assert set(integration.totals(full.reset_index(), "pca")) == set(integration.AGGREGATE_NAMES)
+
+
 def obs_of(labels, batches):
     index = [f"cell_{i}" for i in range(len(labels))]
     return pd.DataFrame({"batch": batches, "cell_type": labels}, index=index)
@@ -160,6 +188,16 @@ def test_integrate_reads_the_chosen_rows_and_scores_model_and_pca(files):
     assert summary["total_pca"]["total"] == pytest.approx(totals["pca"])
     # the latent holds the labels and no batch: it integrates better than the counts' PCA
     assert summary["total"]["batch_correction"] > summary["total_pca"]["batch_correction"]
+    model, pca = summary["metrics"]["model"], summary["metrics"]["pca"]
+    assert pca["PCR comparison"] == 0  # the baseline is its own reference
+    without = ("BRAS", "iLISI", "Graph connectivity")
+    assert summary["total_pca"]["batch_correction_without_pcr"] == pytest.approx(
+        np.mean([pca[m] for m in without])
+    )
+    assert summary["total"]["batch_correction_without_pcr"] == pytest.approx(
+        np.mean([model[m] for m in without])
+    )
+    assert "PCR comparison" not in summary["aggregates"]["batch_correction_without_pcr"]
     assert set(summary["seconds"]) == {"read_and_pca", "scib"}
     json.dumps(summary)  # integration.json is plain JSON
     figure = integration_scores(table, summary)

@@ -32,6 +32,18 @@ AGGREGATES = {
     "Batch correction": "batch_correction",
     "Total": TOTAL,
 }
+# PCR comparison scores the batch variance removed relative to the unintegrated embedding,
+# which is the PCA baseline itself: the baseline scores 0 by definition, and with it in the
+# mean the batch aggregate compares the model's 4 batch metrics with the baseline's 3 and a 0.
+PCR_COMPARISON = "PCR comparison"
+# Aggregates without it, for the model and the baseline alike.
+LIKE_FOR_LIKE = {
+    "batch_correction_without_pcr": "batch_correction",
+    "total_without_pcr": TOTAL,
+}
+AGGREGATE_NAMES = (*AGGREGATES.values(), *LIKE_FOR_LIKE)
+# scib's weighting of the total
+BATCH_WEIGHT, BIO_WEIGHT = 0.4, 0.6
 
 
 @dataclass(frozen=True)
@@ -192,13 +204,59 @@ def score_embeddings(
     table = table.reset_index()
     table.columns.name = None
     table["metric"] = table["metric"].replace(AGGREGATES)
-    return table[["metric", "type", *embeddings]]
+    return with_like_for_like(table[["metric", "type", *embeddings]], list(embeddings))
+
+
+def batch_metrics(table: pd.DataFrame, *, with_pcr: bool) -> list[str]:
+    """The batch-correction metrics of the table, with or without PCR comparison."""
+    names = table.loc[table["type"] == "Batch correction", "metric"].tolist()
+    return names if with_pcr else [m for m in names if m != PCR_COMPARISON]
+
+
+def with_like_for_like(table: pd.DataFrame, embeddings: list[str]) -> pd.DataFrame:
+    """The table with the aggregates without PCR comparison appended (``LIKE_FOR_LIKE``):
+    the mean of the other batch metrics, and the total from it with scib's weights."""
+    rows = table.set_index("metric")
+    batch = rows.loc[batch_metrics(table, with_pcr=False), embeddings].mean(axis=0)
+    total = BATCH_WEIGHT * batch + BIO_WEIGHT * rows.loc["bio_conservation", embeddings]
+    extra = pd.DataFrame(
+        [
+            {"metric": name, "type": "Aggregate score"} | dict(values.items())
+            for name, values in (
+                ("batch_correction_without_pcr", batch),
+                ("total_without_pcr", total),
+            )
+        ]
+    )
+    return pd.concat([table, extra], ignore_index=True)
+
+
+def aggregate_contents(table: pd.DataFrame) -> dict[str, str]:
+    """What each aggregate of the table is, in words (integration.json, the card)."""
+    bio = table.loc[table["type"] == "Bio conservation", "metric"].tolist()
+    batch = batch_metrics(table, with_pcr=True)
+    without = batch_metrics(table, with_pcr=False)
+    return {
+        "bio_conservation": "mean of " + ", ".join(bio),
+        "batch_correction": "mean of " + ", ".join(batch),
+        "total": f"{BATCH_WEIGHT} x batch_correction + {BIO_WEIGHT} x bio_conservation",
+        "batch_correction_without_pcr": "mean of " + ", ".join(without),
+        "total_without_pcr": (
+            f"{BATCH_WEIGHT} x batch_correction_without_pcr + {BIO_WEIGHT} x bio_conservation"
+        ),
+        "note": (
+            f"{PCR_COMPARISON} measures the batch variance removed relative to the PCA "
+            "baseline, so the baseline scores 0 on it by definition; the *_without_pcr "
+            "aggregates compare model and baseline on the same metrics"
+        ),
+    }
 
 
 def totals(table: pd.DataFrame, embedding: str) -> dict[str, float]:
-    """The aggregate scores of one embedding: bio_conservation, batch_correction, total."""
+    """The aggregate scores of one embedding: bio_conservation, batch_correction, total and
+    the batch_correction and total without PCR comparison."""
     rows = table.set_index("metric")[embedding]
-    return {name: float(rows[name]) for name in AGGREGATES.values()}
+    return {name: float(rows[name]) for name in AGGREGATE_NAMES}
 
 
 def integration_summary(
@@ -216,6 +274,7 @@ def integration_summary(
         **cells.record,
         "baseline": "PCA of the log-normalised HVG counts (normalize_total, log1p)",
         "left_out_metrics": LEFT_OUT_METRICS,
+        "aggregates": aggregate_contents(table),
         TOTAL: totals(table, MODEL),
         TOTAL_PCA: totals(table, BASELINE),
         "metrics": metrics,
