@@ -156,3 +156,63 @@ def test_summary_row_has_the_headline_metrics():
     scvi = summary_row("s", training | {"model_class": "SCVI"}, cv, de)
     assert scvi["label_accuracy_validation"] is None
     assert list(summary_table([row, scvi]).columns) == list(COLUMNS)
+
+
+def test_umap_legend_is_outside_and_unlabelled_cells_lie_beneath():
+    rng = np.random.default_rng(0)
+    n = 200
+    labels = rng.choice(["a", "b", "unknown"], n)
+    obs = pd.DataFrame({"cell_type": labels})
+    figure = figures.latent_umap(
+        rng.normal(size=(n, 2)), obs, {"label": "cell_type"}, {"cell_type": "unknown"}
+    )
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    legend = ax.get_legend()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # right of the points
+    unknown = next(c for c in ax.collections if c.get_label() == "unknown")
+    others = [c for c in ax.collections if c.get_label() != "unknown"]
+    assert ax.collections[0] is unknown  # drawn first
+    assert all(unknown.get_zorder() < c.get_zorder() for c in others)
+    assert [t.get_text() for t in legend.get_texts()] == ["unknown", "a", "b"]
+
+
+def test_de_bars_carry_their_true_genes_and_chance():
+    de = pd.DataFrame(
+        {
+            "group": ["a", "b"],
+            "n_cells": [120, 30],
+            "gene_f1": [0.8, 0.5],
+            "roc_auc": [0.9, 0.7],
+            "pr_auc": [0.6, 0.4],
+            "n_true_up": [20, 5],
+            "lfc_pearson": [0.9, -0.2],
+        }
+    )
+    figure = figures.de_benchmark(de, n_genes=200)
+    ticks = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert ticks == ["a (120 cells, 20 true genes)", "b (30 cells, 5 true genes)"]
+    by_title = {ax.get_title(): ax for ax in figure.axes}
+    roc_chance = by_title["roc_auc"].collections[-1].get_segments()
+    assert [segment[0][0] for segment in roc_chance] == [0.5, 0.5]
+    pr_chance = by_title["pr_auc"].collections[-1].get_segments()
+    assert [segment[0][0] for segment in pr_chance] == pytest.approx([0.1, 0.025])
+    assert "chance" in figure.legends[0].get_texts()[0].get_text()
+    assert_not_blank(figure)
+
+
+def test_calibration_bins_of_few_cells_stay_off_the_curve():
+    table = pd.DataFrame(
+        {
+            "low": [0.0, 0.5],
+            "high": [0.5, 1.0],
+            "n_cells": [3, 200],
+            "mean_confidence": [0.4, 0.9],
+            "accuracy": [1.0, 0.85],
+        }
+    )
+    figure = figures.calibration_curve(table, ece=0.1)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert list(lines["model"].get_xdata()) == [0.9]
+    assert list(lines[f"bins of < {figures.MIN_CALIBRATION_CELLS} cells"].get_xdata()) == [0.4]
+    assert {"3", "200"} <= {t.get_text() for t in figure.axes[0].texts}

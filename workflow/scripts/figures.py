@@ -39,6 +39,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         labels_key=settings.model.setup.labels_key,
         seed=settings.train.seed,
         absent_reason=kind.not_sampling,
+        unlabeled_category=settings.model.setup.unlabeled_category,
     )
     for name, figure in figures.items():
         with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821

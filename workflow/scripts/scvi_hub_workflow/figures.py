@@ -12,6 +12,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .layout import CELL_WISE, GENE_WISE, PHASE_COLUMN, SPLIT_COLUMN
 
@@ -28,6 +29,11 @@ CURVES = (
     ("Reconstruction loss", "reconstruction_loss"),
 )
 DE_METRICS = ("gene_f1", "roc_auc", "pr_auc", "lfc_pearson")
+# A calibration bin with fewer cells is drawn hollow and left off the curve: its accuracy is a
+# coin toss of a few cells (a Wilson interval of 3 cells spans half of [0, 1]).
+MIN_CALIBRATION_CELLS = 10
+# Unlabelled cells: light grey, drawn first, so the labelled cells lie on top.
+UNLABELLED_COLOUR = "#d0d0d0"
 
 
 def save_png(figure: Figure, path: str | os.PathLike) -> None:
@@ -88,34 +94,59 @@ def umap_coordinates(latent: np.ndarray, seed: int) -> np.ndarray:
     return np.asarray(adata.obsm["X_umap"])
 
 
-def _categorical_scatter(ax, coordinates: np.ndarray, values: pd.Series, title: str) -> None:
+def _categorical_scatter(
+    ax, coordinates: np.ndarray, values: pd.Series, title: str, beneath: str | None = None
+) -> None:
+    """One colour per category, the legend outside the axes (never over the points); the
+    ``beneath`` category (the unlabelled cells) grey and drawn first, under the others."""
     values = values.astype(str)
     categories = sorted(values.unique())
-    cmap = "tab10" if len(categories) <= 10 else "tab20"
-    palette = matplotlib.colormaps[cmap]
+    if beneath is not None and str(beneath) in categories:
+        categories.remove(str(beneath))
+        categories.insert(0, str(beneath))
+    else:
+        beneath = None
+    coloured = len(categories) - (beneath is not None)
+    palette = matplotlib.colormaps["tab10" if coloured <= 10 else "tab20"]
     size = max(1.0, min(12.0, 20_000 / max(len(values), 1)))
     for i, category in enumerate(categories):
         inside = (values == category).to_numpy()
+        grey = beneath is not None and category == str(beneath)
+        colour = UNLABELLED_COLOUR if grey else palette((i - (beneath is not None)) % palette.N)
         ax.scatter(
             coordinates[inside, 0],
             coordinates[inside, 1],
             s=size,
-            color=palette(i % palette.N),
+            color=colour,
             label=category,
             linewidths=0,
             rasterized=True,
+            zorder=1 if grey else 2,
         )
     ax.set(title=title, xticks=[], yticks=[], xlabel="UMAP 1", ylabel="UMAP 2")
     if len(categories) <= 25:
-        ax.legend(markerscale=max(1.0, 6 / size), fontsize="small", loc="best", frameon=False)
+        ax.legend(
+            markerscale=max(1.0, 6 / size),
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            frameon=False,
+        )
 
 
-def latent_umap(coordinates: np.ndarray, obs: pd.DataFrame, colour_by: dict[str, str]) -> Figure:
-    """The UMAP, one panel per obs column in ``colour_by`` ({title: column})."""
-    figure = Figure(figsize=(5 * len(colour_by), 4.6), layout="constrained")
+def latent_umap(
+    coordinates: np.ndarray,
+    obs: pd.DataFrame,
+    colour_by: dict[str, str],
+    beneath: dict[str, str] | None = None,
+) -> Figure:
+    """The UMAP, one panel per obs column in ``colour_by`` ({title: column}); ``beneath``
+    ({column: category}) draws that category grey under the others."""
+    beneath = beneath or {}
+    figure = Figure(figsize=(6.5 * len(colour_by), 4.6), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(colour_by)))
     for ax, (title, column) in zip(axes, colour_by.items(), strict=True):
-        _categorical_scatter(ax, coordinates, obs[column], title)
+        _categorical_scatter(ax, coordinates, obs[column], title, beneath.get(column))
     return figure
 
 
@@ -156,13 +187,19 @@ def cv_scatter(cells: pd.DataFrame, genes: pd.DataFrame, seed: int, cv: dict) ->
     return figure
 
 
-def de_benchmark(table: pd.DataFrame) -> Figure:
-    """The DE benchmark per group: one panel per metric, one bar per group (largest first)."""
+def de_benchmark(table: pd.DataFrame, n_genes: int | None = None) -> Figure:
+    """The DE benchmark per group: one panel per metric, one bar per group (largest first),
+    each group with its cells and true (observed up-regulated) genes; chance levels dotted:
+    ROC-AUC 0.5, PR-AUC the fraction of the ``n_genes`` tested genes that are true."""
     metrics = [m for m in DE_METRICS if m in table]
-    height = 1.0 + 0.35 * len(table)
+    height = 1.3 + 0.35 * len(table)
     figure = Figure(figsize=(3.2 * len(metrics), height), layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(metrics), sharey=True))
-    labels = [f"{g} ({n})" for g, n in zip(table["group"], table["n_cells"], strict=True)]
+    true_genes = table["n_true_up"] if "n_true_up" in table else [None] * len(table)
+    labels = [
+        f"{g} ({n} cells" + ("" if t is None or pd.isna(t) else f", {int(t)} true genes") + ")"
+        for g, n, t in zip(table["group"], table["n_cells"], true_genes, strict=True)
+    ]
     positions = np.arange(len(table))
     for ax, metric in zip(axes, metrics, strict=True):
         values = table[metric].to_numpy(dtype=float)
@@ -172,10 +209,31 @@ def de_benchmark(table: pd.DataFrame) -> Figure:
                 ax.text(0.02, y, "n/a", va="center", fontsize="small", color="grey")
         ax.set(title=metric, xlim=(min(0.0, np.nanmin(values, initial=0.0)), 1.0))
         ax.axvline(0, color="black", linewidth=0.5)
+        chance = _chance_levels(table, metric, n_genes)
+        if chance is not None:
+            ax.vlines(chance, positions - 0.45, positions + 0.45, color="C3", linestyle="--")
     axes[0].set_yticks(positions, labels)
     axes[0].invert_yaxis()
-    axes[0].set_ylabel("group (cells)")
+    axes[0].set_ylabel("group")
+    if any(_chance_levels(table, m, n_genes) is not None for m in metrics):
+        figure.legend(
+            handles=[Line2D([], [], color="C3", linestyle="--")],
+            labels=["chance: ROC-AUC 0.5, PR-AUC the group's true genes / genes tested"],
+            loc="outside lower center",
+            fontsize="small",
+            frameon=False,
+        )
     return figure
+
+
+def _chance_levels(table: pd.DataFrame, metric: str, n_genes: int | None) -> np.ndarray | None:
+    """Per group, what a model that ranks genes at random scores on ``metric`` (None: not
+    drawn). ROC-AUC: 0.5; PR-AUC (average precision): the fraction of genes that are true."""
+    if metric == "roc_auc":
+        return np.full(len(table), 0.5)
+    if metric == "pr_auc" and n_genes and "n_true_up" in table:
+        return table["n_true_up"].to_numpy(dtype=float) / n_genes
+    return None
 
 
 def confusion_matrix(confusion: pd.DataFrame) -> Figure:
@@ -198,12 +256,30 @@ def confusion_matrix(confusion: pd.DataFrame) -> Figure:
 
 
 def calibration_curve(table: pd.DataFrame, ece: float) -> Figure:
-    """Observed accuracy against mean predicted probability per bin; bar: cells per bin."""
+    """Observed accuracy against mean predicted probability per bin, each point with its
+    cells; bins under ``MIN_CALIBRATION_CELLS`` hollow and off the curve; bar: cells per bin."""
     figure = Figure(figsize=(5, 5), layout="constrained")
     ax = figure.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
     filled = table[table["n_cells"] > 0]
-    ax.plot(filled["mean_confidence"], filled["accuracy"], "o-", color="C0", label="model")
+    enough = filled[filled["n_cells"] >= MIN_CALIBRATION_CELLS]
+    few = filled[filled["n_cells"] < MIN_CALIBRATION_CELLS]
+    ax.plot(enough["mean_confidence"], enough["accuracy"], "o-", color="C0", label="model")
+    if len(few):
+        ax.plot(
+            few["mean_confidence"],
+            few["accuracy"],
+            "o",
+            markerfacecolor="none",
+            color="C0",
+            label=f"bins of < {MIN_CALIBRATION_CELLS} cells",
+        )
+    for x, y, n in zip(
+        filled["mean_confidence"], filled["accuracy"], filled["n_cells"], strict=True
+    ):
+        ax.annotate(
+            f"{int(n)}", (x, y), xytext=(4, -10), textcoords="offset points", fontsize="x-small"
+        )
     share = ax.twinx()
     share.bar(
         (table["low"] + table["high"]) / 2,
@@ -220,9 +296,10 @@ def calibration_curve(table: pd.DataFrame, ece: float) -> Figure:
         ylim=(0, 1.02),
         xlabel="mean predicted probability",
         ylabel="observed accuracy",
-        title=f"Calibration (ECE {ece:.3f})",
+        title=f"Calibration (ECE {ece:.3f}, {int(table['n_cells'].sum())} cells)",
     )
-    ax.legend(loc="upper left", frameon=False)
+    # below the axes: a legend inside could cover a bin's point
+    figure.legend(loc="outside lower center", ncol=3, fontsize="small", frameon=False)
     return figure
 
 
@@ -239,10 +316,12 @@ def model_figures(
     labels_key: str | None,
     seed: int,
     absent_reason: str = "",
+    unlabeled_category: str | None = None,
 ) -> dict[str, Figure]:
     """Every per-model figure of the report: training, latent UMAP, PPC scatter, DE benchmark.
 
-    The UMAP is coloured by what the model was set up with (batch, labels) and by its split.
+    The UMAP is coloured by what the model was set up with (batch, labels; the unlabelled
+    cells grey, beneath) and by its split.
     A class without a latent space (`latent` None) or whose counts cannot be sampled (the
     tables None) gets a figure saying so, with `absent_reason`.
     """
@@ -255,7 +334,9 @@ def model_figures(
         if labels_key:
             colour_by[f"label ({labels_key})"] = labels_key
         colour_by["split"] = SPLIT_COLUMN
-        umap = latent_umap(umap_coordinates(latent[cells], seed), obs.iloc[cells], colour_by)
+        beneath = {labels_key: unlabeled_category} if labels_key and unlabeled_category else {}
+        coordinates = umap_coordinates(latent[cells], seed)
+        umap = latent_umap(coordinates, obs.iloc[cells], colour_by, beneath)
         shown = "all" if len(cells) == len(obs) else f"a random {len(cells):,} (seed {seed}) of"
         umap.suptitle(f"Latent means, UMAP of {shown} {len(obs):,} cells")
         figures["latent"] = umap
@@ -264,7 +345,7 @@ def model_figures(
         figures["de"] = not_shown("DE benchmark", absent_reason)
     else:
         figures["ppc"] = cv_scatter(cv_cells, cv_genes, seed, cv)
-        figures["de"] = de_benchmark(de_table)
+        figures["de"] = de_benchmark(de_table, n_genes=len(cv_genes))
     return figures
 
 

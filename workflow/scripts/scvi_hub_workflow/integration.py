@@ -239,7 +239,7 @@ def aggregate_contents(table: pd.DataFrame) -> dict[str, str]:
     return {
         "bio_conservation": "mean of " + ", ".join(bio),
         "batch_correction": "mean of " + ", ".join(batch),
-        "total": f"{BATCH_WEIGHT} x batch_correction + {BIO_WEIGHT} x bio_conservation",
+        TOTAL: f"{BATCH_WEIGHT} x batch_correction + {BIO_WEIGHT} x bio_conservation",
         "batch_correction_without_pcr": "mean of " + ", ".join(without),
         "total_without_pcr": (
             f"{BATCH_WEIGHT} x batch_correction_without_pcr + {BIO_WEIGHT} x bio_conservation"
