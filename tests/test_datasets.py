@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import anndata as ad
 import h5py
 import numpy as np
@@ -12,6 +14,7 @@ from helpers import rule_settings
 from scvi_hub_workflow import builtin_datasets, h5ad_io
 from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
+from scvi_hub_workflow.downloads import DownloadError
 
 
 def settings_for(counts: str = "X", **setup):
@@ -310,3 +313,62 @@ def test_csr_writer_refuses_more_non_zeros_than_announced(tmp_path):
         writer = h5ad_io.CsrWriter(f, "X", 2, 3, max_nnz=2)
         with pytest.raises(ValueError, match="non-zeros announced"):
             writer.append(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)))
+
+
+def test_a_local_file_is_recorded_with_the_checksums_it_was_verified_against(tmp_path):
+    import hashlib
+
+    source = tmp_path / "in.h5ad"
+    small_adata().write_h5ad(source)
+    data = source.read_bytes()
+    sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    entry = {
+        "dataset": {"source": str(source), "sha256": sha.upper(), "checksum": f"MD5:{md5}"},
+        "model": {"class": "SCVI"},
+    }
+    settings = step_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    summary = prepare_dataset(source, settings, tmp_path / "out.h5ad")
+    assert summary["verified"] == {"sha256": sha, "checksum": f"md5:{md5}"}
+    unchecked = step_settings(
+        model_settings({"models": {"m": entry | {"dataset": {"source": str(source)}}}}, "m"),
+        "dataset",
+    )
+    assert "verified" not in prepare_dataset(source, unchecked, tmp_path / "out2.h5ad")
+
+
+def _resolved(version_id):
+    return SimpleNamespace(dataset_version_id=version_id)
+
+
+def test_a_newer_version_of_a_dataset_id_is_named_with_how_to_move(caplog):
+    record = {
+        "requested_id": "ds-1",
+        "dataset_id": "ds-1",
+        "dataset_version_id": "v1",
+        "newest_of_dataset": True,
+    }
+    asked = []
+
+    def resolve(identifier):
+        asked.append(identifier)
+        return _resolved("v2")
+
+    note = datasets.newer_version(record, resolve)
+    assert asked == ["ds-1"]
+    assert note["checked"] and not note["is_newest"] and note["newest_version_id"] == "v2"
+    assert "delete resources/cellxgene/ds-1.h5ad" in note["how_to_move"]
+    assert "dataset.source: cellxgene:v2" in note["how_to_move"]
+    assert "newer version v2" in caplog.text
+    assert datasets.newer_version(record, lambda _: _resolved("v1"))["is_newest"]
+    # a version id was asked for, or another source: nothing to check
+    assert datasets.newer_version(record | {"newest_of_dataset": False}, resolve) is None
+    assert datasets.newer_version(None, resolve) is None
+
+
+def test_an_unreachable_api_leaves_the_check_undone_not_the_step():
+    def offline(_):
+        raise DownloadError("GET https://api.example: connection refused")
+
+    record = {"requested_id": "d", "dataset_id": "d", "dataset_version_id": "v1"}
+    note = datasets.newer_version(record | {"newest_of_dataset": True}, offline)
+    assert note["checked"] is False and "connection refused" in note["reason"]

@@ -243,3 +243,20 @@ def test_models_reading_a_download_are_found_by_its_path():
     } | {"other": {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}}
     path = f"resources/cellxgene/{VERSION_ID}.h5ad"
     assert downloads.models_reading(resolve({"models": models}), path) == ["heart", "lung"]
+
+
+def test_the_dataset_step_sees_a_version_newer_than_the_one_downloaded(server):
+    from functools import partial
+
+    from scvi_hub_workflow.datasets import newer_version
+
+    older = server.versions[1].dataset_version_id
+    record = {
+        "requested_id": DATASET_ID,
+        "dataset_id": DATASET_ID,
+        "dataset_version_id": older,
+        "newest_of_dataset": True,
+    }
+    note = newer_version(record, partial(cellxgene.resolve, base=server.base, backoff_s=0))
+    assert note["newest_version_id"] == VERSION_ID and not note["is_newest"]
+    assert f"cellxgene:{VERSION_ID}" in note["how_to_move"]

@@ -12,7 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import h5ad_io
-from .downloads import verify_file
+from .downloads import DownloadError, verify_file
 from .rule_io import atomic_path, sha256_of
 from .settings import DatasetSettings, ModelSettings, Setup
 from .trainable import too_small
@@ -286,11 +286,13 @@ def prepare_dataset(
     actual = (record or {}).get("sha256") or sha256_of(source_path)
     if local and dataset.sha256 and actual != dataset.sha256.lower():
         raise DatasetError(f"{where}: SHA-256 {actual} differs from dataset.sha256")
+    verified = {"sha256": actual} if local and dataset.sha256 else {}
     if local and dataset.checksum:
         try:
             verify_file(source_path, dataset.checksum, "dataset.checksum")
         except ValueError as error:
             raise DatasetError(f"{where}: {error}") from None
+        verified["checksum"] = dataset.checksum.lower()
     try:
         handle = h5py.File(source_path, "r")
     except OSError as error:
@@ -353,4 +355,42 @@ def prepare_dataset(
         summary["resolved"] = record
         source_url = record.get("url", "")
     summary["source_url"] = source_url if source_url.startswith(("http://", "https://")) else None
+    if verified:
+        # what the local file was checked against, so the record says which file it was
+        summary["verified"] = verified
     return summary
+
+
+def newer_version(record: dict | None, resolve) -> dict | None:
+    """For data from a bare CELLxGENE dataset id: is the version downloaded first still the
+    dataset's newest? None for any other source.
+
+    The download is kept (resources/cellxgene/<id>.h5ad) and read by every later run, so a
+    newer version would otherwise go unseen. ``resolve(dataset_id)`` asks the API (the
+    cellxgene step's ``resolve``); a failed check is recorded and logged, and does not stop
+    the step.
+    """
+    if not record or not record.get("newest_of_dataset"):
+        return None
+    requested, downloaded = record["requested_id"], record["dataset_version_id"]
+    note = {"dataset_id": record["dataset_id"], "downloaded_version_id": downloaded}
+    try:
+        newest = resolve(record["dataset_id"]).dataset_version_id
+    except (DownloadError, OSError, ValueError) as error:
+        log.warning("cellxgene:%s: could not check for a newer version (%s)", requested, error)
+        return note | {"checked": False, "reason": str(error)}
+    note |= {"checked": True, "newest_version_id": newest, "is_newest": newest == downloaded}
+    if newest != downloaded:
+        note["how_to_move"] = (
+            f"this run keeps version {downloaded}, downloaded first for cellxgene:{requested}; "
+            f"to use {newest}, delete resources/cellxgene/{requested}.h5ad and "
+            f"resources/cellxgene/{requested}.json and run again (every model reading it "
+            f"re-runs), or pin it: dataset.source: cellxgene:{newest}"
+        )
+        log.warning(
+            "cellxgene:%s: CELLxGENE now lists a newer version %s; %s",
+            requested,
+            newest,
+            note["how_to_move"],
+        )
+    return note
