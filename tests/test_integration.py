@@ -128,18 +128,49 @@ def test_cells_are_a_seeded_recorded_subsample_of_the_labelled_cells():
     assert not everything.record["subsampled"]
 
 
-def test_one_batch_is_refused_naming_the_key():
+def test_one_batch_among_the_scored_cells_is_skipped_naming_the_key():
     labels, _ = planted()
     obs = obs_of(labels, np.full(N_CELLS, "only"))
-    with pytest.raises(ValueError, match=r"at least 2 batches.*model.setup.batch_key"):
-        integration.choose_cells(
-            obs,
-            batch_key="batch",
-            labels=obs["cell_type"],
-            unlabeled_category=None,
-            max_cells=100,
-            seed=0,
-        )
+    cells = integration.choose_cells(
+        obs,
+        batch_key="batch",
+        labels=obs["cell_type"],
+        unlabeled_category=None,
+        max_cells=100,
+        seed=0,
+    )
+    assert "at least 2 batches (model.setup.batch_key 'batch')" in cells.skipped
+    assert "in 1 batch ('only')" in cells.skipped
+    one_label = obs_of(np.full(N_CELLS, "t"), planted()[1])
+    cells = integration.choose_cells(
+        one_label,
+        batch_key="batch",
+        labels=one_label["cell_type"],
+        unlabeled_category=None,
+        max_cells=100,
+        seed=0,
+    )
+    assert "at least 2 labels" in cells.skipped
+
+
+def test_a_labelled_reference_beside_an_unlabelled_query_is_not_measured(tmp_path):
+    # labels in one batch only: the labelled cells, which integration scores, have one batch
+    labels, batches = planted()
+    labels = np.where(batches == "batch_1", "unknown", labels)
+    obs = obs_of(labels, batches)
+    latent = pure(labels, 1)
+    ad.AnnData(obs=obs, obsm={"scanvi_latent_qzm": latent}).write_h5ad(tmp_path / "model.h5ad")
+    counts = sp.csr_matrix(np.ones((N_CELLS, 5), dtype=np.float32))
+    ad.AnnData(X=counts, obs=obs).write_h5ad(tmp_path / "hvg.h5ad")
+    summary, table = run_integrate(tmp_path)
+    assert summary["ran"] is False
+    n_labelled = int((batches == "batch_0").sum())
+    assert f"the {n_labelled} labelled cells are in 1 batch ('batch_0')" in summary["reason"]
+    assert summary["n_cells_unlabelled"] == int((batches == "batch_1").sum())
+    assert table.empty and list(table.columns) == ["metric", "type", "model", "pca"]
+    figure = integration_scores(table, summary)
+    assert "Not computed" in figure.axes[0].texts[0].get_text()
+    json.dumps(summary)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +210,7 @@ def run_integrate(files, labels=None, **settings):
 @pytest.mark.slow  # jax compiles scib-metrics: ~20 s
 def test_integrate_reads_the_chosen_rows_and_scores_model_and_pca(files):
     summary, table = run_integrate(files, max_cells=150)
+    assert summary["ran"] is True
     assert list(table.columns) == ["metric", "type", "model", "pca"]
     assert summary["label_source"] == "labels" and summary["labels_key"] == "cell_type"
     assert summary["n_cells"] == 150 and summary["n_cells_unlabelled"] == 30

@@ -11,7 +11,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
     from scvi_hub_workflow import figures
     from scvi_hub_workflow.checks import skip_reason
     from scvi_hub_workflow.integration import integrate, skipped
-    from scvi_hub_workflow.layout import CLUSTER_COLUMN, DATA_FILE
+    from scvi_hub_workflow.layout import CLUSTER_COLUMN, DATA_FILE, RAN, SKIPPED_REASON
 
     inputs, output = snakemake.input, snakemake.output  # noqa: F821
     settings = from_text(snakemake.params.settings)  # noqa: F821
@@ -44,9 +44,12 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
             table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
         with atomic_path(output.figure) as tmp:
             figures.save_png(figures.integration_scores(table, summary), tmp)
-        log.info(
-            "integration on %d cells (%s): %s",
-            summary["n_cells"],
-            summary["label_source"],
-            {"model": summary["total"], "pca": summary["total_pca"]},
-        )
+        if not summary[RAN]:  # e.g. every scored (labelled) cell in one batch
+            log.warning("integration not computed: %s", summary[SKIPPED_REASON])
+        else:
+            log.info(
+                "integration on %d cells (%s): %s",
+                summary["n_cells"],
+                summary["label_source"],
+                {"model": summary["total"], "pca": summary["total_pca"]},
+            )

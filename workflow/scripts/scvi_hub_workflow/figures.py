@@ -362,6 +362,8 @@ def not_shown(title: str, reason: str) -> Figure:
 def integration_scores(table: pd.DataFrame, summary: dict) -> Figure:
     """scib-metrics scores, model against the PCA baseline: one pair of bars per metric, the
     aggregates first, then bio conservation, then batch correction."""
+    if not summary.get("ran", True):
+        return not_computed("Integration", summary["reason"])
     order = {"Aggregate score": 0, "Bio conservation": 1, "Batch correction": 2}
     aggregates = {
         "total_without_pcr": (0, "Total without PCR comparison"),

@@ -48,12 +48,37 @@ BATCH_WEIGHT, BIO_WEIGHT = 0.4, 0.6
 
 @dataclass(frozen=True)
 class Cells:
-    """The cells scored: file rows (sorted), their labels and batches, and how they were chosen."""
+    """The cells scored: file rows (sorted), their labels and batches, and how they were chosen;
+    ``skipped``: why they cannot be scored (None: they can)."""
 
     rows: np.ndarray
     labels: np.ndarray
     batches: np.ndarray
     record: dict
+    skipped: str | None = None
+
+
+def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str | None:
+    """Why integration cannot be measured on cells with these batches and labels, or None.
+
+    Batch mixing needs at least 2 batches among the scored cells, bio conservation at least 2
+    labels: a labelled reference in one batch beside an unlabelled query batch has a single
+    batch among its labelled cells.
+    """
+    batches, labels = np.asarray(batches, dtype=str), np.asarray(labels, dtype=str)
+    n_batches, n_labels = len(np.unique(batches)), len(np.unique(labels))
+    if n_batches < 2:
+        only = f" ({str(batches[0])!r})" if len(batches) else ""
+        return (
+            f"integration needs at least 2 batches ({batch_key}) among the cells it scores; "
+            f"the {len(batches)} {what} are in {n_batches} batch{only}"
+        )
+    if n_labels < 2:
+        return (
+            f"integration needs at least 2 labels among the cells it scores; the "
+            f"{len(labels)} {what} have {n_labels}"
+        )
+    return None
 
 
 def label_source(labels_key: str | None) -> str:
@@ -88,15 +113,12 @@ def choose_cells(
         chosen = labelled
     batches = obs[batch_key].astype(str).to_numpy()[chosen]
     chosen_labels = label_values[chosen]
-    for what, values, key in (
-        ("batches", batches, "model.setup.batch_key"),
-        ("labels", chosen_labels, "the label source"),
-    ):
-        if len(np.unique(values)) < 2:
-            raise ValueError(
-                f"integration needs at least 2 {what}; the {len(chosen)} cells scored have "
-                f"{len(np.unique(values))} ({key})"
-            )
+    skipped = unmeasurable(
+        batches,
+        chosen_labels,
+        batch_key=f"model.setup.batch_key {batch_key!r}",
+        what="labelled cells" if unlabeled_category is not None else "cells",
+    )
     record = {
         "n_cells_model": len(obs),
         "n_cells_unlabelled": len(obs) - len(labelled),
@@ -108,7 +130,7 @@ def choose_cells(
         "n_batches": len(np.unique(batches)),
         "n_labels": len(np.unique(chosen_labels)),
     }
-    return Cells(chosen, chosen_labels, batches, record)
+    return Cells(chosen, chosen_labels, batches, record, skipped)
 
 
 def read_latent(path: str | os.PathLike, key: str, rows: np.ndarray) -> np.ndarray:
@@ -259,6 +281,22 @@ def totals(table: pd.DataFrame, embedding: str) -> dict[str, float]:
     return {name: float(rows[name]) for name in AGGREGATE_NAMES}
 
 
+# integration.tsv's columns
+TABLE_COLUMNS = ["metric", "type", MODEL, BASELINE]
+
+
+def skipped_summary(cells: Cells, *, source: str, key: str, batch_key: str) -> dict:
+    """integration.json of a model whose cells cannot be scored: which cells, and why not."""
+    return {
+        "ran": False,
+        "reason": cells.skipped,
+        "label_source": source,
+        "labels_key": key,
+        "batch_key": batch_key,
+        **cells.record,
+    }
+
+
 def integration_summary(
     table: pd.DataFrame, cells: Cells, *, source: str, key: str, batch_key: str, timing: dict
 ) -> dict:
@@ -268,6 +306,7 @@ def integration_summary(
         for embedding in (MODEL, BASELINE)
     }
     return {
+        "ran": True,
         "label_source": source,
         "labels_key": key,
         "batch_key": batch_key,
@@ -314,6 +353,10 @@ def integrate(
         max_cells=max_cells,
         seed=seed,
     )
+    if cells.skipped:
+        return skipped_summary(
+            cells, source=source, key=labels_key or CLUSTER_COLUMN, batch_key=batch_key
+        ), pd.DataFrame(columns=TABLE_COLUMNS)
     counts_names = read_obs(counts_data).index
     if not np.array_equal(np.asarray(counts_names), np.asarray(obs.index)):
         raise ValueError(f"{counts_data} and {model_data} do not hold the same cells in order")
