@@ -372,3 +372,19 @@ def test_an_unreachable_api_leaves_the_check_undone_not_the_step():
     record = {"requested_id": "d", "dataset_id": "d", "dataset_version_id": "v1"}
     note = datasets.newer_version(record | {"newest_of_dataset": True}, offline)
     assert note["checked"] is False and "connection refused" in note["reason"]
+
+
+def test_dataset_json_holds_the_cells_per_batch_and_the_labelled_ones(tmp_path):
+    source = tmp_path / "in.h5ad"
+    adata = small_adata()
+    adata.obs["cell_type"] = ["t1", "unknown", "t2"]
+    adata.write_h5ad(source)
+    settings = settings_for(batch_key="batch", labels_key="cell_type", unlabeled_category="unknown")
+    summary = prepare_dataset(source, settings, tmp_path / "out.h5ad")
+    assert summary["n_cells_labelled"] == 2 and summary["labels"] == {"t1": 1, "t2": 1}
+    assert summary["batches"] == {
+        "a": {"n_cells": 2, "n_cells_labelled": 2, "n_labels": 2},
+        "b": {"n_cells": 1, "n_cells_labelled": 0, "n_labels": 0},
+    }
+    unbatched = prepare_dataset(source, settings_for(), tmp_path / "out2.h5ad")
+    assert "batches" not in unbatched and "labels" not in unbatched

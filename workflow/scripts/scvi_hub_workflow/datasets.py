@@ -340,6 +340,7 @@ def prepare_dataset(
     summary = {
         "source": str(source_path),
         "sha256": actual,
+        **composition(obs, setup),
         "n_cells": int(rows.size),
         "n_genes": int(n_genes),
         "counts_from": dataset.counts,
@@ -359,6 +360,32 @@ def prepare_dataset(
         # what the local file was checked against, so the record says which file it was
         summary["verified"] = verified
     return summary
+
+
+def composition(obs: pd.DataFrame, setup: Setup) -> dict:
+    """The cells per batch and the labelled ones among them (dataset.json): what the optional
+    checks can measure is decided from these before training (e.g. labels in one batch only).
+    """
+    out = {}
+    labelled = None
+    if setup.labels_key:
+        labels = obs[setup.labels_key].astype(str)
+        labelled = (labels != str(setup.unlabeled_category)).to_numpy()
+        out["n_cells_labelled"] = int(labelled.sum())
+        out["labels"] = {
+            str(k): int(v) for k, v in labels[labelled].value_counts().sort_index().items()
+        }
+    if setup.batch_key:
+        batches = obs[setup.batch_key].astype(str).to_numpy()
+        out["batches"] = {}
+        for batch in sorted(set(batches)):
+            mine = batches == batch
+            row = {"n_cells": int(mine.sum())}
+            if labelled is not None:
+                row["n_cells_labelled"] = int((mine & labelled).sum())
+                row["n_labels"] = int(obs[setup.labels_key].astype(str)[mine & labelled].nunique())
+            out["batches"][batch] = row
+    return out
 
 
 def newer_version(record: dict | None, resolve) -> dict | None:
