@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from helpers import rule_settings
-from scvi_hub_workflow import builtin_datasets, h5ad_io
+from scvi_hub_workflow import builtin_datasets, datasets, h5ad_io
 from scvi_hub_workflow.config import model_settings
 from scvi_hub_workflow.datasets import DatasetError, prepare_dataset
 from scvi_hub_workflow.downloads import DownloadError
@@ -326,10 +326,10 @@ def test_a_local_file_is_recorded_with_the_checksums_it_was_verified_against(tmp
         "dataset": {"source": str(source), "sha256": sha.upper(), "checksum": f"MD5:{md5}"},
         "model": {"class": "SCVI"},
     }
-    settings = step_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
     summary = prepare_dataset(source, settings, tmp_path / "out.h5ad")
     assert summary["verified"] == {"sha256": sha, "checksum": f"md5:{md5}"}
-    unchecked = step_settings(
+    unchecked = rule_settings(
         model_settings({"models": {"m": entry | {"dataset": {"source": str(source)}}}}, "m"),
         "dataset",
     )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers import snakemake
-from scvi_hub_workflow.datasets import simulated_atlas
+from scvi_hub_workflow.builtin_datasets import simulated_atlas
 from scvi_hub_workflow.layout import HUB_FILES
 
 pytestmark = pytest.mark.slow  # trains SCANVI from SCVI and a query reference: ~2 min
