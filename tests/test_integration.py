@@ -165,7 +165,8 @@ def test_a_labelled_reference_beside_an_unlabelled_query_is_not_measured(tmp_pat
     summary, table = run_integrate(tmp_path)
     assert summary["ran"] is False
     n_labelled = int((batches == "batch_0").sum())
-    assert f"the {n_labelled} labelled cells are in 1 batch ('batch_0')" in summary["reason"]
+    reason = summary["skipped_reason"]
+    assert f"the {n_labelled} labelled cells are in 1 batch ('batch_0')" in reason
     assert summary["n_cells_unlabelled"] == int((batches == "batch_1").sum())
     assert table.empty and list(table.columns) == ["metric", "type", "model", "pca"]
     figure = integration_scores(table, summary)

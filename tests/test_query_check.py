@@ -10,11 +10,13 @@ from helpers import ROOT, declared_keys, rule_settings
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.query_check import (
     MIN_QUERY_CELLS,
+    NothingToHoldOut,
     QueryCheckError,
     choose_query_batch,
     knn_label_probabilities,
     knn_overlap,
     knn_overlap_chance,
+    label_metrics_unscored,
     should_run,
 )
 from scvi_hub_workflow.settings import to_text
@@ -44,6 +46,26 @@ def test_a_single_batch_or_only_small_batches_cannot_be_held_out():
         choose_query_batch(batches(a=300), None, "batch")
     with pytest.raises(QueryCheckError, match="criticism.query_check: false"):
         choose_query_batch(batches(a=10, b=20), None, "batch")
+
+
+def test_the_only_labelled_batch_is_never_held_out_by_default():
+    # a labelled reference (a, b: the smallest) beside an unlabelled query batch (q)
+    column = batches(a=80, q=200)
+    assert choose_query_batch(column, None, "batch") == "a"  # the smallest, without labels
+    labelled = (column == "a").to_numpy()
+    assert choose_query_batch(column, None, "batch", labelled) == "q"
+    with pytest.raises(QueryCheckError, match=r"criticism.query_batch: batch 'a' holds every"):
+        choose_query_batch(column, "a", "batch", labelled)
+    # the labelled batch is the only one large enough: nothing to hold out, the check is skipped
+    small_query = batches(a=200, q=MIN_QUERY_CELLS - 1)
+    with pytest.raises(NothingToHoldOut, match=r"a \(200 cells, 200 labelled\)"):
+        choose_query_batch(small_query, None, "batch", (small_query == "a").to_numpy())
+
+
+def test_label_metrics_of_a_query_without_labels_say_why():
+    assert "'q' has no labelled cells" in label_metrics_unscored(0, 300, "q")
+    assert "reference has no labelled cells" in label_metrics_unscored(40, 0, "q")
+    assert label_metrics_unscored(40, 300, "q") is None
 
 
 @pytest.mark.parametrize(

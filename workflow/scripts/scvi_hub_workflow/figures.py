@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .layout import CELL_WISE, GENE_WISE, PHASE_COLUMN, SPLIT_COLUMN
+from .layout import CELL_WISE, GENE_WISE, PHASE_COLUMN, RAN, SKIPPED_REASON, SPLIT_COLUMN
 
 DPI = 110
 # The UMAP runs on at most this many cells (a seeded subsample above it): the embedding of a
@@ -362,8 +362,8 @@ def not_shown(title: str, reason: str) -> Figure:
 def integration_scores(table: pd.DataFrame, summary: dict) -> Figure:
     """scib-metrics scores, model against the PCA baseline: one pair of bars per metric, the
     aggregates first, then bio conservation, then batch correction."""
-    if not summary.get("ran", True):
-        return not_computed("Integration", summary["reason"])
+    if not summary.get(RAN, True):
+        return not_computed("Integration", summary[SKIPPED_REASON])
     order = {"Aggregate score": 0, "Bio conservation": 1, "Batch correction": 2}
     aggregates = {
         "total_without_pcr": (0, "Total without PCR comparison"),

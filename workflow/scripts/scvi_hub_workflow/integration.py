@@ -288,8 +288,8 @@ TABLE_COLUMNS = ["metric", "type", MODEL, BASELINE]
 def skipped_summary(cells: Cells, *, source: str, key: str, batch_key: str) -> dict:
     """integration.json of a model whose cells cannot be scored: which cells, and why not."""
     return {
-        "ran": False,
-        "reason": cells.skipped,
+        RAN: False,
+        SKIPPED_REASON: cells.skipped,
         "label_source": source,
         "labels_key": key,
         "batch_key": batch_key,
@@ -306,7 +306,7 @@ def integration_summary(
         for embedding in (MODEL, BASELINE)
     }
     return {
-        "ran": True,
+        RAN: True,
         "label_source": source,
         "labels_key": key,
         "batch_key": batch_key,

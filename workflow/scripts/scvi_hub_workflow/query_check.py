@@ -46,16 +46,40 @@ def should_run(mode: str | bool, n_cells: int, max_cells: int) -> tuple[bool, st
     return True, None
 
 
-def choose_query_batch(batches: pd.Series, requested: str | None, batch_key: str) -> str:
+class NothingToHoldOut(QueryCheckError):
+    """The data leave no batch the check could hold out by default (the check is skipped)."""
+
+
+def choose_query_batch(
+    batches: pd.Series,
+    requested: str | None,
+    batch_key: str,
+    labelled: np.ndarray | None = None,
+) -> str:
     """The batch to hold out: ``requested`` (criticism.query_batch), or by default the smallest
     batch with at least MIN_QUERY_CELLS cells (ties: the first by name). At least one other
-    batch must remain to train the reference on."""
-    counts = batches.astype(str).value_counts()
+    batch must remain to train the reference on.
+
+    ``labelled`` (per cell; models whose reference trains on labels): the reference must keep
+    labelled cells, so a batch holding every labelled cell is never held out (a labelled
+    reference beside an unlabelled query: the query is held out).
+    """
+    names = batches.astype(str)
+    counts = names.value_counts()
     listing = ", ".join(f"{b} ({n} cells)" for b, n in sorted(counts.items()))
     if len(counts) < 2:
         raise QueryCheckError(
             f"criticism.query_check: the batch column {batch_key!r} (model.setup.batch_key) has "
             f"{len(counts)} batch; holding one out needs two or more ({listing})"
+        )
+    keeps_labels = {b: True for b in counts.index}
+    if labelled is not None:
+        labelled = np.asarray(labelled, dtype=bool)
+        per_batch = pd.Series(labelled).groupby(names.to_numpy()).sum()
+        keeps_labels = {b: int(labelled.sum() - per_batch.get(b, 0)) > 0 for b in counts.index}
+        listing = ", ".join(
+            f"{b} ({n} cells, {int(per_batch.get(b, 0))} labelled)"
+            for b, n in sorted(counts.items())
         )
     if requested is not None:
         if requested not in counts:
@@ -68,6 +92,12 @@ def choose_query_batch(batches: pd.Series, requested: str | None, batch_key: str
                 f"criticism.query_batch: batch {requested!r} has {counts[requested]} cells, "
                 f"fewer than the {MIN_QUERY_CELLS} the check needs; the batches are: {listing}"
             )
+        if not keeps_labels[requested]:
+            raise QueryCheckError(
+                f"criticism.query_batch: batch {requested!r} holds every labelled cell; a "
+                f"reference trained without it has no labels to learn; hold out another batch "
+                f"({listing})"
+            )
         return requested
     enough = counts[counts >= MIN_QUERY_CELLS]
     if enough.empty:
@@ -75,7 +105,13 @@ def choose_query_batch(batches: pd.Series, requested: str | None, batch_key: str
             f"criticism.query_check: no batch of {batch_key!r} has {MIN_QUERY_CELLS} cells or "
             f"more to hold out ({listing}); set criticism.query_check: false"
         )
-    return min(enough.items(), key=lambda item: (item[1], item[0]))[0]
+    usable = [(n, b) for b, n in enough.items() if keeps_labels[b]]
+    if not usable:
+        raise NothingToHoldOut(
+            f"every batch of {batch_key!r} with {MIN_QUERY_CELLS} cells or more holds every "
+            f"labelled cell, so a reference trained without it would have no labels ({listing})"
+        )
+    return min(usable)[1]
 
 
 def neighbours(latent: np.ndarray, k: int) -> np.ndarray:
@@ -178,7 +214,10 @@ def run_query_check(
     # backed: only the two slices are ever in memory, together as large as the training data
     backed = ad.read_h5ad(data_path, backed="r")
     obs = backed.obs
-    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key)
+    labelled = None
+    if kind.has_unlabelled_cells:  # its reference learns the labels: it must keep some
+        labelled = _labelled(obs[labels_key].astype(str).to_numpy(), setup.unlabeled_category)
+    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key, labelled)
     is_query = (obs[batch_key].astype(str) == batch).to_numpy()
     reference = backed[~is_query].to_memory()
     query = backed[is_query].to_memory()
@@ -224,28 +263,46 @@ def run_query_check(
         "label_agreement": None,
         "classifier": None,
         "classifier_vs_truth": None,
+        # the label metrics the data could not give, and why
+        "skipped": {},
     }
     if labels_key:
         reference_labels = reference.obs[labels_key].astype(str).to_numpy()
         known_ref = _labelled(reference_labels, setup.unlabeled_category)
         known = _labelled(truth, setup.unlabeled_category)
-        probabilities = knn_label_probabilities(
-            reference_model.get_latent_representation()[known_ref],
-            reference_labels[known_ref],
-            mapped[known],
-        )
-        result["label_agreement"] = _headline(label_metrics(truth[known], probabilities)[0])
-        if kind.has_classifier:
-            predicted = query_model.predict(soft=True)
+        unscored = label_metrics_unscored(int(known.sum()), int(known_ref.sum()), batch)
+        predicted = query_model.predict(soft=True) if kind.has_classifier else None
+        if unscored:
+            result["skipped"]["label_agreement"] = unscored
+        else:
+            probabilities = knn_label_probabilities(
+                reference_model.get_latent_representation()[known_ref],
+                reference_labels[known_ref],
+                mapped[known],
+            )
+            result["label_agreement"] = _headline(label_metrics(truth[known], probabilities)[0])
+        if predicted is not None and not known.any():
+            result["skipped"]["classifier"] = label_metrics_unscored(int(known.sum()), 1, batch)
+        elif predicted is not None:
             result["classifier"] = _headline(label_metrics(truth[known], predicted[known])[0])
-            if planted is not None:
-                result["classifier_vs_truth"] = _headline(label_metrics(planted, predicted)[0])
+        if predicted is not None and planted is not None:
+            result["classifier_vs_truth"] = _headline(label_metrics(planted, predicted)[0])
     result["seconds"] = {
         "reference_training": reference_summary["seconds"],
         "query_mapping": round(mapping_seconds, 3),
         "total": round(time.perf_counter() - started, 3),
     }
     return result
+
+
+def label_metrics_unscored(n_query_labelled: int, n_reference_labelled: int, batch) -> str | None:
+    """Why the query's labels cannot be compared (None: they can): a query without labelled
+    cells (the unlabelled batch of a reference/query design), or a reference without any."""
+    if n_query_labelled == 0:
+        return f"the held-out batch {batch!r} has no labelled cells to compare labels with"
+    if n_reference_labelled == 0:
+        return "the reference has no labelled cells to transfer labels from"
+    return None
 
 
 def _headline(summary: dict) -> dict:
@@ -271,4 +328,7 @@ def check_query_mapping(
     if not run:
         return skipped(reason)
     full = full_model_latent(full_model_dir, settings.model.model_class)
-    return run_query_check(data_path, full, settings)
+    try:
+        return run_query_check(data_path, full, settings)
+    except NothingToHoldOut as reason:
+        return skipped(str(reason))
