@@ -131,22 +131,72 @@ def test_card_versions_are_those_that_trained_the_model():
     assert {"scvi_version:1.2.0", "anndata_version:0.11.1"} <= set(front_matter(card)["tags"])
 
 
-def test_training_data_url_comes_from_the_resolved_source_unless_configured():
-    from scvi_hub_workflow.card import with_source_url
+CELLXGENE_DATASET = {
+    "n_cells": 900,
+    "n_cells_in_file": 5000,
+    "n_genes": 2000,
+    "resolved": {
+        "dataset_id": "ds-1",
+        "dataset_version_id": "v-7",
+        "newest_of_dataset": True,
+        "url": "https://datasets.cellxgene.cziscience.com/v-7.h5ad",
+        "sha256": "ab" * 32,
+        "size": 19 * 2**20,
+    },
+    "source_url": "https://datasets.cellxgene.cziscience.com/v-7.h5ad",
+}
 
-    def card_step(**card):
-        entry = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
-        entry["card"] = card
-        return rule_settings(model_settings({"models": {"m": entry}}, "m"), "card")
 
-    settings = card_step()
-    resolved = {"source_url": "https://datasets.cellxgene.cziscience.com/v1.h5ad"}
-    got = with_source_url(settings, resolved)
-    assert got.card.training_data_url == resolved["source_url"]
-    assert settings.card.training_data_url is None  # not mutated
-    own = card_step(training_data_url="https://mine.org/x.h5ad")
-    assert with_source_url(own, resolved) == own
-    assert with_source_url(settings, {"source_url": None}) == settings
+def cellxgene_card(**card) -> CardInputs:
+    entry = {
+        "dataset": {
+            "source": "cellxgene:ds-1",
+            "counts": "raw.X",
+            "subset": {"tissue": "lung", "is_primary_data": True},
+        },
+        "model": {"class": "SCVI"},
+        "hvg": {"n_top_genes": 500, "flavor": "seurat_v3"},
+        "card": card,
+    }
+    base = inputs()
+    base.settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "card")
+    base.dataset = CELLXGENE_DATASET
+    return base
+
+
+def test_the_source_version_subset_and_hvg_are_named_not_a_training_data_url():
+    from scvi_hub_workflow.card import training_data_url_warning
+
+    card_in = cellxgene_card()
+    card = render_card(card_in)
+    # no URL by default: scvi-tools would download it on every HubModel(...)
+    assert card_in.settings.card.training_data_url is None
+    assert "**Training data url**: Not provided by uploader" in card
+    assert "- **Source**: `cellxgene:ds-1`" in card
+    assert "CELLxGENE dataset ds-1, version v-7 (the dataset's newest version" in card
+    assert "is_primary_data: True, tissue: lung (900 of the file's 5000)" in card
+    assert "the top 500 of 2000 by highly variable gene selection (flavor seurat_v3" in card
+    assert "full download" not in card
+    assert training_data_url_warning(None, CELLXGENE_DATASET) is None
+    # set by the user: kept, and what it costs is said on the card and in the log
+    own = render_card(cellxgene_card(training_data_url="https://mine.org/x.h5ad"))
+    assert "**Training data url**: https://mine.org/x.h5ad" in own
+    assert "every load of this model downloads the whole file" in own
+    warning = training_data_url_warning("https://mine.org/x.h5ad", CELLXGENE_DATASET)
+    assert "card.training_data_url is set" in warning and "19.0 MiB" in warning
+    assert metadata("SCVI", {"scvi": "1", "anndata": "1"}, None)["training_data_url"] is None
+
+
+def test_cv_tables_carry_their_ceiling_and_no_fixed_threshold():
+    card_in = inputs()
+    ceiling = {"mae": 0.2, "pearson": 0.41, "spearman": 0.5, "r2": 0.1}
+    for split in ("train", "validation"):
+        card_in.cv["cell_wise"][split] = card_in.cv["cell_wise"][split] | {"ceiling": ceiling}
+    card = render_card(card_in)
+    assert "| Pearson Correlation | 0.90 (ceiling 0.41) | 0.90 (ceiling 0.41) |" in card
+    assert "| Cells | 360 | 360 |" in card
+    assert "0.4\n" not in card and "Below a squared Pearson" not in card
+    assert "ceiling is what such a model reaches on the same cells" in card
 
 
 def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
@@ -202,14 +252,29 @@ def test_label_transfer_section_only_with_label_transfer_and_says_how_to_predict
         "macro_f1": 0.9,
         "ece": 0.031,
         "n_bins": 10,
+        "n_correct": 37,
+        "accuracy_interval": [0.8, 0.97],
+        "macro_f1_interval": [0.71, 0.98],
+        "not_scored": [{"label": "platelet", "n_cells_labelled": 3, "n_cells_train": 3,
+                        "n_cells_validation": 0, "n_cells_test": 0}],
         "unlabelled_vs_truth": {"n_cells": 12, "accuracy": 0.75, "macro_f1": 0.7},
-        "per_label": [{"label": "B cell", "n_cells": 40, "precision": 1.0, "recall": 0.925,
+        "per_label": [{"label": "B cell", "n_cells": 40, "n_predicted": 37, "n_correct": 37,
+                       "precision": 1.0, "recall": 0.925, "recall_low": 0.8, "recall_high": 0.97,
                        "f1": 0.96}],
     }  # fmt: skip
     card = render_card(with_lt)
     assert "on the 40 labelled validation cells" in card
-    assert "accuracy 0.93, macro-F1 0.90, expected calibration error 0.03" in card
+    assert "accuracy 0.93 (37 of 40 right, 95% interval [0.80, 0.97])" in card
+    assert "macro-F1 0.90 (95% bootstrap interval [0.71, 0.98])" in card
+    assert "expected calibration error 0.03" in card
+    assert "Not scored, without a labelled validation cell: platelet (3 labelled cells" in card
     assert "On the 12 unlabelled cells, against the labels planted" in card
-    assert "| B cell | 40 | 1.00 | 0.93 | 0.96 |" in card
+    assert "| B cell | 40 | 37 | 37 | 1.00 | 0.93 [0.80, 0.97] | 0.96 |" in card
     assert 'model.adata.obsm["scvi_latent_qzm"]' in card and "classify_helper" in card
     assert card.index("Label transfer") < card.index("# Model Properties")
+    assert 'pull_from_huggingface_hub("<repo_id>")' in card  # no repo set: a placeholder
+    cfg = {"dataset": {"source": "builtin:synthetic-iid"}, "model": {"class": "SCVI"}}
+    cfg["publish"] = {"repo_id": "my-org/lung-scanvi"}
+    with_lt.settings = rule_settings(model_settings({"models": {"m": cfg}}, "m"), "card")
+    named = render_card(with_lt)
+    assert 'pull_from_huggingface_hub("my-org/lung-scanvi")' in named and "<repo_id>" not in named

@@ -293,6 +293,41 @@ def test_card_section_says_source_cells_seed_and_baseline():
     assert "Not computed: the model was set up without a batch key" in render_card(card_inputs())
 
 
+def test_card_compares_like_with_like_and_says_what_each_aggregate_contains():
+    card_in = card_inputs(labels_key="cell_type")
+    table = pd.DataFrame(
+        [
+            ("cLISI", "Bio conservation", 0.9, 0.8),
+            ("BRAS", "Batch correction", 0.8, 0.7),
+            ("PCR comparison", "Batch correction", 0.9, 0.0),
+            ("batch_correction", "Aggregate score", 0.85, 0.35),
+            ("bio_conservation", "Aggregate score", 0.9, 0.8),
+            ("total", "Aggregate score", 0.88, 0.62),
+        ],
+        columns=["metric", "type", "model", "pca"],
+    )
+    table = integration.with_like_for_like(table, ["model", "pca"])
+    summary = SUMMARY | {
+        "aggregates": integration.aggregate_contents(table),
+        "total": integration.totals(table, "model"),
+        "total_pca": integration.totals(table, "pca"),
+        "metrics": {e: dict(zip(table["metric"], table[e], strict=True)) for e in ("model", "pca")},
+    }
+    card_in.checks["integration"] = summary
+    card = render_card(card_in)
+    assert "like with like, without it: total 0.86 for the model, 0.76 for the PCA" in card
+    assert "| **Total without PCR comparison** (aggregate) | 0.86 | 0.76 |" in card
+    assert "- batch_correction_without_pcr: mean of BRAS" in card
+    assert "- batch_correction: mean of BRAS, PCR comparison" in card
+
+
+def test_card_says_why_integration_was_not_measured():
+    card_in = card_inputs(labels_key="cell_type")
+    reason = "integration needs at least 2 batches (model.setup.batch_key 'batch') among ..."
+    card_in.checks["integration"] = {"ran": False, "skipped_reason": reason}
+    assert f"Not computed: {reason}." in render_card(card_in)
+
+
 def test_models_table_has_model_and_pca_totals():
     training = {"model_class": "SCVI", "n_cells": {"train": 9}, "epochs": 2}
     cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}

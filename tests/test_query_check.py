@@ -238,6 +238,10 @@ def test_the_card_says_how_the_batch_mapped_or_why_not():
     assert "accuracy 0.99" in text and "accuracy 0.97" in text
     assert "no batch key" in _query_section(None, None)[1]
     assert "criticism.query_check is false" in _query_section(None, "batch")[1]
+    unlabelled = _checked(label_agreement=None, classifier=None)
+    unlabelled["skipped"] = {"classifier": "the held-out batch 'q' has no labelled cells"}
+    text = _query_section(unlabelled, "batch")[1]
+    assert "The classifier's labels: not scored, the held-out batch 'q' has no labelled" in text
     reason = should_run("auto", 30_000, 20_000)[1]
     assert reason in _query_section({"ran": False, "skipped_reason": reason}, "batch")[1]
 

@@ -50,7 +50,17 @@ rule card:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=settings_of("name", "description", "tissues", "card", "model.class", "model.setup"),
+        settings=settings_of(
+            "name",
+            "description",
+            "tissues",
+            "card",
+            "dataset",
+            "hvg",
+            "model.class",
+            "model.setup",
+            "publish.repo_id",
+        ),
     script:
         "../scripts/card.py"
 

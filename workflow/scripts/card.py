@@ -9,7 +9,7 @@ from scvi_hub_workflow.card import (
     card_versions,
     metadata,
     render_card,
-    with_source_url,
+    training_data_url_warning,
 )
 from scvi_hub_workflow.checks import CHECKS
 from scvi_hub_workflow.report_pages import markdown_page
@@ -21,9 +21,12 @@ def read(path):
     return json.loads(Path(path).read_text())
 
 
-with logged_to(snakemake.log[0]):  # noqa: F821
+with logged_to(snakemake.log[0]) as log:  # noqa: F821
     inputs = snakemake.input  # noqa: F821
-    settings = with_source_url(from_text(snakemake.params.settings), read(inputs.dataset))  # noqa: F821
+    settings = from_text(snakemake.params.settings)  # noqa: F821
+    dataset = read(inputs.dataset)
+    if warning := training_data_url_warning(settings.card.training_data_url, dataset):
+        log.warning(warning)
     saved = SavedModel.from_dir(inputs.model)
     training = read(inputs.training)
     found = card_versions(saved, training)
@@ -35,6 +38,7 @@ with logged_to(snakemake.log[0]):  # noqa: F821
             de=read(inputs.de),
             training=training,
             versions=found,
+            dataset=dataset,
             # the optional checks that apply to this model are inputs named after them
             provenance=read(inputs.provenance),
             checks={

@@ -81,6 +81,8 @@ class CardInputs:
     checks: dict[str, dict] = field(default_factory=dict)
     # provenance.json (provenance.py): how the model was made
     provenance: dict | None = None
+    # dataset.json: the source as resolved and read (version, subset, cells, checksums)
+    dataset: dict = field(default_factory=dict)
 
 
 def _location(entry: dict) -> str:
@@ -116,16 +118,24 @@ def front_matter(inputs: CardInputs) -> dict:
 
 
 def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -> str:
-    """A metric x split table; `count` names the row of cells (or genes) each value covers."""
-    rows = [*CV_ROWS, count]
+    """A metric x split table, each value with its ceiling (what a model that is exactly
+    right reaches on the same cells); `count` names the row of cells (or genes) covered."""
     header = "| Metric | " + " | ".join(label for _, label in splits) + " |"
     rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
+
+    def cell(split: str, key: str) -> str:
+        values = cv.get(split) or {}
+        ceiling = (values.get("ceiling") or {}).get(key)
+        return fmt(values.get(key)) + ("" if ceiling is None else f" (ceiling {fmt(ceiling)})")
+
     lines = [
-        f"| {name} | "
-        + " | ".join(fmt((cv.get(split) or {}).get(key)) for split, _ in splits)
-        + " |"
-        for key, name in rows
+        f"| {name} | " + " | ".join(cell(split, key) for split, _ in splits) + " |"
+        for key, name in CV_ROWS
     ]
+    key, name = count
+    lines.append(
+        f"| {name} | " + " | ".join(fmt((cv.get(s) or {}).get(key)) for s, _ in splits) + " |"
+    )
     return "\n".join([header, rule, *lines])
 
 
@@ -226,11 +236,13 @@ def _posterior_predictive_sections(cv: dict, de: dict) -> list[str]:
         f"({cv.get('n_samples')} samples per cell, seed {cv.get('seed')}).",
         "Coefficient of variation",
         "The cell-wise coefficient of variation summarizes how well variation between different "
-        "cells is preserved by the generated model expression. Below a squared Pearson correlation "
-        "coefficient of 0.4\n, we would recommend not to use generated data for downstream "
-        "analysis, while the generated latent space might still be useful for analysis.\n"
-        "R² takes the observed data as the truth. Training and validation cells are the model's "
-        "own split.",
+        "cells is preserved by the generated model expression. Even a model that is exactly "
+        "right does not reach 1: the observed counts are one noisy draw. Beside each value, "
+        "its ceiling is what such a model reaches on the same cells (each posterior sample in "
+        "turn scored as if it were the data); compare a value with its ceiling, not with a "
+        "fixed threshold: well below it, the model misses variation its noise does not "
+        "explain. R² takes the observed data as the truth. Training and validation cells are "
+        "the model's own split.",
         "**Cell-wise Coefficient of Variation**:",
         _cv_table(
             cv[CELL_WISE],
@@ -313,7 +325,9 @@ def render_card(inputs: CardInputs) -> str:
         "Summary Statistics",
         "| Summary Stat Key | Value |\n|--------------------------|-------|\n" + stats_rows,
         "Training",
+        *training_data_section(s, inputs.dataset),
         f"**Training data url**: {card.training_data_url or 'Not provided by uploader'}",
+        *_url_cost(card.training_data_url),
         "If provided by the original uploader, for those interested in understanding or "
         "replicating the training process, the code is available at the link below.",
         f"**Training Code URL**: {_code_url(card.training_code_url, inputs.provenance)}",
@@ -359,13 +373,64 @@ def metadata(model_class: str, versions: dict, training_data_url: str | None) ->
     }
 
 
-def with_source_url(settings: ModelSettings, dataset_summary: dict) -> ModelSettings:
-    """Card settings whose `training_data_url` is the resolved source URL, unless configured.
+# scvi-tools 1.4.2's HubMetadata checks a training_data_url with a full GET (hub/_url.py):
+# every HubModel(...) of the folder downloads it, an atlas of gigabytes for one tissue's model.
+URL_COST = (
+    "scvi-tools 1.4.2 checks this URL with a full download (`requests.get`) whenever the "
+    "model is loaded with `HubModel(...)`: every load of this model downloads the whole file "
+    "at this URL{size}."
+)
 
-    scvi-tools' `HubModel.read_large_training_adata` fetches the full data of a minified
-    model from it; the URL is the resolved download (CELLxGENE: the version's H5AD asset).
-    """
-    if settings.card.training_data_url or not dataset_summary.get("source_url"):
-        return settings
-    card = settings.card.replace(training_data_url=dataset_summary["source_url"])
-    return settings.replace(card=card)
+
+def _url_cost(url: str | None) -> list[str]:
+    return [URL_COST.format(size="")] if url else []
+
+
+def training_data_url_warning(url: str | None, dataset_summary: dict) -> str | None:
+    """What a configured card.training_data_url costs every user of the model (for the log),
+    or None when it is not set."""
+    if not url:
+        return None
+    size = (dataset_summary.get("resolved") or {}).get("size")
+    size_text = f" ({size / 2**20:,.1f} MiB for the file this model was read from)" if size else ""
+    return "card.training_data_url is set: " + URL_COST.format(size=size_text)
+
+
+def training_data_section(settings: ModelSettings, dataset: dict) -> list[str]:
+    """Where the training data came from: the source as configured and as resolved (its
+    version), the subset of cells, and the genes kept (HVG settings). Named here rather than
+    as a training_data_url, which scvi-tools downloads on every load."""
+    d, hvg = settings.dataset, settings.hvg
+    lines = [f"- **Source**: `{d.source}`"]
+    resolved = dataset.get("resolved") or {}
+    if resolved.get("dataset_version_id"):
+        newest = (
+            " (the dataset's newest version when first downloaded)"
+            if resolved.get("newest_of_dataset")
+            else ""
+        )
+        lines.append(
+            f"- **Version**: CELLxGENE dataset {resolved.get('dataset_id')}, version "
+            f"{resolved['dataset_version_id']}{newest}; file {resolved.get('url')}, "
+            f"sha256 {resolved.get('sha256')}"
+        )
+    elif dataset.get("source_url"):
+        lines.append(f"- **File**: {dataset['source_url']}")
+    if dataset.get("verified"):
+        checked = ", ".join(f"{k} {v}" for k, v in sorted(dataset["verified"].items()))
+        lines.append(f"- **Verified against**: {checked}")
+    subset = (
+        ", ".join(f"{k}: {v}" for k, v in sorted(d.subset.items())) if d.subset else "all cells"
+    )
+    if d.subsample_cells:
+        subset += f"; a random {d.subsample_cells} of them (seed train.seed)"
+    lines.append(
+        f"- **Cells**: {subset} ({dataset.get('n_cells', 'n/a')} of the file's "
+        f"{dataset.get('n_cells_in_file', 'n/a')}); counts from `{d.counts}`"
+    )
+    n_top = "every gene" if hvg.n_top_genes is None else f"the top {hvg.n_top_genes}"
+    lines.append(
+        f"- **Genes**: {n_top} of {dataset.get('n_genes', 'n/a')} by highly variable gene "
+        f"selection (flavor {hvg.flavor}, batch-aware {hvg.batch_aware})"
+    )
+    return ["**Training data**:", "\n".join(lines)]

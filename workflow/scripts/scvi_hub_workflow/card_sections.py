@@ -38,6 +38,8 @@ def integration_section(integration: dict | None, settings: ModelSettings) -> li
     if not integration.get(RAN, True):
         return ["Integration", f"Not computed: {integration[SKIPPED_REASON]}."]
     i = integration
+    if not i.get(RAN, True):
+        return ["Integration", f"Not computed: {i[SKIPPED_REASON]}."]
     if i["label_source"] == "labels":
         source = f"the labels in {i['labels_key']!r}"
         if i["n_cells_unlabelled"]:
@@ -57,7 +59,24 @@ def integration_section(integration: dict | None, settings: ModelSettings) -> li
         "bio_conservation": "**Bio conservation** (aggregate)",
         "batch_correction": "**Batch correction** (aggregate)",
         "total": "**Total** (aggregate)",
+        "batch_correction_without_pcr": "**Batch correction without PCR comparison** (aggregate)",
+        "total_without_pcr": "**Total without PCR comparison** (aggregate)",
     }
+    contents = i.get("aggregates") or {}
+    without = i[TOTAL].get("total_without_pcr")
+    like_for_like = (
+        " PCR comparison measures the batch variance removed relative to the PCA baseline, "
+        "which therefore scores 0 on it by definition; like with like, without it: total "
+        f"{fmt(without)} for the model, {fmt(i[TOTAL_PCA].get('total_without_pcr'))} for the "
+        "PCA."
+        if without is not None
+        else ""
+    )
+    what = (
+        "\n".join(f"- {name}: {text}" for name, text in contents.items() if name != "note")
+        if contents
+        else ""
+    )
     rows = "\n".join(
         f"| {aggregates.get(metric, metric)} | {fmt(value)} | "
         f"{fmt(i['metrics']['pca'].get(metric))} |"
@@ -72,10 +91,11 @@ def integration_section(integration: dict | None, settings: ModelSettings) -> li
         "log-normalised HVG counts with as many components, so the numbers can be compared. "
         "Scores are unscaled, higher is better; total = 0.4 x batch correction + 0.6 x bio "
         f"conservation: {fmt(i[TOTAL][TOTAL])} for the model, "
-        f"{fmt(i[TOTAL_PCA][TOTAL])} for the PCA. kBET is left out "
+        f"{fmt(i[TOTAL_PCA][TOTAL])} for the PCA.{like_for_like} kBET is left out "
         "(see docs/metrics.md of scvi-hub-workflow for the definitions).",
         "**Integration**:",
         "| Metric | Model | PCA baseline |\n| --- | --- | --- |\n" + rows,
+        *(["What each aggregate contains:", what] if what else []),
     ]
 
 
@@ -85,9 +105,34 @@ def label_transfer_section(lt: dict | None, settings: ModelSettings) -> list[str
         return []
     qzm_key, _ = latent_keys(settings.model.model_class)
     rows = "\n".join(
-        f"| {r['label']} | {r['n_cells']} | {fmt(r['precision'])} | {fmt(r['recall'])} "
-        f"| {fmt(r['f1'])} |"
+        f"| {r['label']} | {r['n_cells']} | {r.get('n_predicted', 'n/a')} "
+        f"| {r.get('n_correct', 'n/a')} | {fmt(r['precision'])} | {fmt(r['recall'])} "
+        f"{_interval(r.get('recall_low'), r.get('recall_high'))}| {fmt(r['f1'])} |"
         for r in lt["per_label"]
+    )
+    repo_id = settings.publish.repo_id or "<repo_id>"
+    counts = (
+        f" ({lt['n_correct']} of {lt['n_cells']} right, 95% interval "
+        f"{_interval(*lt['accuracy_interval']).strip()})"
+        if "n_correct" in lt
+        else ""
+    )
+    f1_interval = (
+        f" (95% bootstrap interval {_interval(*lt['macro_f1_interval']).strip()})"
+        if lt.get("macro_f1_interval")
+        else ""
+    )
+    not_scored = lt.get("not_scored") or []
+    unscored = (
+        " Not scored, without a labelled validation cell: "
+        + ", ".join(
+            f"{r['label']} ({r['n_cells_labelled']} labelled cells, all outside the validation "
+            "split)"
+            for r in not_scored
+        )
+        + "."
+        if not_scored
+        else ""
     )
     truth = lt.get("unlabelled_vs_truth")
     planted = (
@@ -100,16 +145,18 @@ def label_transfer_section(lt: dict | None, settings: ModelSettings) -> list[str
         "Label transfer",
         f"The model's predicted labels ({lt['labels_key']}) on the {lt['n_cells']} labelled "
         "validation cells, which the classifier did not train on, predicted from the published "
-        f"(minified) model: accuracy {fmt(lt['accuracy'])}, macro-F1 {fmt(lt['macro_f1'])}, "
-        f"expected calibration error {fmt(lt['ece'])} ({lt['n_bins']} bins of the predicted "
-        f"probability).{planted}",
+        f"(minified) model: accuracy {fmt(lt['accuracy'])}{counts}, macro-F1 "
+        f"{fmt(lt['macro_f1'])}{f1_interval}, expected calibration error {fmt(lt['ece'])} "
+        f"({lt['n_bins']} bins of the predicted probability). A label with few validation "
+        f"cells has a wide interval; macro-F1 weighs it like any other.{unscored}{planted}",
         "**Label transfer per label**:",
-        "| Label | Cells | Precision | Recall | F1 |\n| --- | --- | --- | --- | --- |\n" + rows,
+        "| Label | Cells | Predicted as it | Correct | Precision | Recall (95% interval) | F1 |"
+        "\n| --- | --- | --- | --- | --- | --- | --- |\n" + rows,
         "In scvi-tools 1.4.2, `model.predict()` fails on this minified model (`TypeError: "
         "classify() got an unexpected keyword argument 'qzm'`). The classifier needs only the "
         "stored latent posterior mean; this gives exactly the full model's `predict(soft=True)`:",
         "```python\nimport pandas as pd\nimport torch\nfrom scvi.hub import HubModel\n\n"
-        'model = HubModel.pull_from_huggingface_hub("<repo_id>").model\n'
+        f'model = HubModel.pull_from_huggingface_hub("{repo_id}").model\n'
         f'qzm = torch.as_tensor(model.adata.obsm["{qzm_key}"], dtype=torch.float32)\n'
         "with torch.inference_mode():\n"
         "    scores = model.module.classify_helper(qzm.to(model.device))\n"
@@ -159,6 +206,9 @@ def query_check_section(qc: dict | None, settings: ModelSettings) -> list[str]:
             " The classifier's labels of the mapped batch (its labels hidden during mapping): "
             f"accuracy {fmt(classifier['accuracy'])}, macro-F1 {fmt(classifier['macro_f1'])}."
         )
+    for what, reason in (qc.get("skipped") or {}).items():
+        name = {"label_agreement": "Label agreement", "classifier": "The classifier's labels"}
+        text += f" {name.get(what, what)}: not scored, {reason}."
     truth = qc.get("classifier_vs_truth")
     if truth:
         text += (
@@ -276,3 +326,10 @@ def deconvolution_section(dc: dict | None, settings: ModelSettings) -> list[str]
         f"{fmt(dc['rmse_mean_baseline'])}), mean correlation per cell type over spots "
         f"{fmt(dc['mean_pearson'])}.",
     ]
+
+
+def _interval(low, high) -> str:
+    """`[0.80, 0.95] ` or nothing when there is no interval."""
+    if low is None or high is None:
+        return ""
+    return f"[{fmt(low)}, {fmt(high)}] "
