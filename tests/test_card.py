@@ -193,10 +193,10 @@ def test_cv_tables_carry_their_ceiling_and_no_fixed_threshold():
     for split in ("train", "validation"):
         card_in.cv["cell_wise"][split] = card_in.cv["cell_wise"][split] | {"ceiling": ceiling}
     card = render_card(card_in)
-    assert "| Pearson Correlation | 0.90 (ceiling 0.41) | 0.90 (ceiling 0.41) |" in card
+    assert "| Pearson Correlation | 0.90 (perfect model 0.41) | 0.90 (perfect model 0.41) |" in card
     assert "| Cells | 360 | 360 |" in card
     assert "0.4\n" not in card and "Below a squared Pearson" not in card
-    assert "ceiling is what such a model reaches on the same cells" in card
+    assert "what such a model reaches on the same cells (its ceiling" in card
 
 
 def test_training_sentence_names_both_phases_of_scanvi_from_scvi():

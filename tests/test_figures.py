@@ -216,3 +216,31 @@ def test_calibration_bins_of_few_cells_stay_off_the_curve():
     assert list(lines["model"].get_xdata()) == [0.9]
     assert list(lines[f"bins of < {figures.MIN_CALIBRATION_CELLS} cells"].get_xdata()) == [0.4]
     assert {"3", "200"} <= {t.get_text() for t in figure.axes[0].texts}
+
+
+def test_models_tsv_lists_a_failed_model_with_its_state(tmp_path):
+    from scvi_hub_workflow.model_summary import model_state, write_states
+
+    def made(model, *paths, logs=()):
+        for path in paths:
+            (tmp_path / "results" / model / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "results" / model / path).write_text("{}")
+        for step in logs:
+            (tmp_path / "logs" / model).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "logs" / model / f"{step}.log").write_text("")
+
+    made("good", "dataset.json", "publish.json", logs=("dataset", "publish"))
+    made("bad", "dataset.json", "hvg.h5ad", logs=("dataset", "hvg", "de_groups", "train"))
+    made("waiting", "dataset.json", logs=("dataset",))
+    assert model_state("good", tmp_path) == "complete"
+    assert model_state("bad", tmp_path) == "failed in de_groups (logs/bad/de_groups.log)"
+    assert model_state("waiting", tmp_path) == "stopped after dataset"
+    assert model_state("absent", tmp_path) == "not started"
+    previous = summary_table([{"model": "good", "state": "complete", "class": "SCVI", "cells": 9}])
+    (tmp_path / "results" / "models.tsv").write_text(previous.to_csv(sep="\t", index=False))
+    write_states(["good", "bad", "waiting"], workdir=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "models.tsv", sep="\t").set_index("model")
+    assert list(table.columns) == list(COLUMNS[1:])
+    assert table.loc["good", "cells"] == 9 and table.loc["good", "state"] == "complete"
+    assert table.loc["bad", "state"].startswith("failed in de_groups")
+    assert pd.isna(table.loc["waiting", "class"])  # n/a

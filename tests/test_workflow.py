@@ -192,6 +192,52 @@ def test_a_second_run_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def planned_jobs(workdir, config: dict, tmp_path) -> set[tuple[str, str]]:
+    """(rule, model) of every job a dry run of ``config`` plans in ``workdir``."""
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--cores", "1", "--configfile", str(path), workdir=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs, rule = set(), None
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = match[1]
+            if rule in ("all", "model_summary"):
+                jobs.add((rule, ""))
+        elif match := re.search(r"wildcards: model=(\S+)", line):
+            jobs.add((rule, match[1]))
+    return jobs
+
+
+AFTER_THE_CHECK = {"figures", "card", "hub", "publish"}
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected", "model"),
+    [
+        # the posterior predictive check's keys
+        ("criticism", "top_n", 11, {"posterior_predictive_check"} | AFTER_THE_CHECK, "tiny-scvi"),
+        # the DE groups planned before training
+        ("criticism", "min_cells", 6, {"de_groups", "posterior_predictive_check"}, "tiny-scanvi"),
+        ("criticism", "integration_max_cells", 300, {"integration", "card"}, "tiny-scanvi"),
+        ("criticism", "query_epochs", 3, {"query_check", "card", "hub"}, "tiny-scanvi"),
+        ("card", "references", "Our paper.", {"card", "hub", "publish"}, "tiny-scvi"),
+    ],
+)
+def test_one_invocation_after_a_settings_change_leaves_nothing_stale(
+    tiny_run, tmp_path, section, key, value, expected, model
+):
+    # Snakemake 9 skips the params check of every job downstream of a re-run job joined by
+    # an ancient() edge (snakemake#4166): a first run re-ran de_groups alone and exited 0.
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["defaults"].setdefault(section, {})[key] = value
+    jobs = planned_jobs(tiny_run, cfg, tmp_path)
+    assert {(rule, model) for rule in expected} <= jobs, sorted(jobs)
+    assert ("train", model) not in jobs  # nothing retrains
+    if key != "min_cells":
+        assert ("de_groups", model) not in jobs
+
+
 def test_a_reordered_config_reruns_nothing(tiny_run, tmp_path):
     # Snakemake compares each rule's params as text; the settings text must not follow the
     # order of keys in the config file.
@@ -246,6 +292,11 @@ def test_non_integer_counts_stop_the_run_before_training(tmp_path):
     assert "model 'bad', file normalised.h5ad" in log and "counts are not integers" in log
     assert not (tmp_path / "results" / "bad" / "model").exists()
     assert not (tmp_path / "results" / "bad" / "hvg.h5ad").exists()
+    # models.tsv lists the failed model with its state
+    table = pd.read_csv(tmp_path / "results" / "models.tsv", sep="\t")
+    assert (
+        table.set_index("model").loc["bad", "state"] == "failed in dataset (logs/bad/dataset.log)"
+    )
 
 
 def test_report_bundles_the_results(tiny_run):

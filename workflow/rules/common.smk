@@ -104,6 +104,14 @@ onstart:
         warn_of_missing_gpu()
 
 
+onerror:
+    # models.tsv lists every model, a failed one with the step it failed in (model_summary
+    # could not run: its inputs include the failed model's results).
+    from scvi_hub_workflow.model_summary import write_states
+
+    write_states(MODELS)
+
+
 wildcard_constraints:
     model="|".join(sorted(map(re.escape, MODELS))) or "(?!)",
     name="|".join(BUILTIN_DATASETS),

@@ -1,5 +1,9 @@
 # Before training: the labelled groups the DE benchmark will compare (a criticism.min_cells that
 # leaves fewer than two cell types stops here, not after training). Reads the obs table only.
+# Only the keys it reads: when this job re-runs, Snakemake (9.x, snakemake#4166) does not look
+# at the jobs downstream of its ancient edge into train for their own changed params; they
+# would stay stale until a second invocation. Its only such key, min_cells, re-runs the
+# posterior predictive check through that job's own (not ancient) input below.
 rule de_groups:
     input:
         "results/{model}/hvg.h5ad",
@@ -11,7 +15,7 @@ rule de_groups:
     conda:
         "../../envs/scvi.yaml"
     params:
-        settings=settings_of("criticism", "model.setup", "train.seed"),
+        settings=settings_of("criticism.min_cells", "model.setup"),
     script:
         "../scripts/de_groups.py"
 
@@ -22,6 +26,8 @@ rule posterior_predictive_check:
     input:
         model=get_published_model,
         data="results/{model}/hvg.h5ad",
+        # not read: a re-planned criticism.min_cells re-runs this check in the same invocation
+        groups="results/{model}/criticism/groups.json",
     output:
         cv=report(
             "results/{model}/criticism/cv.json",
@@ -52,8 +58,19 @@ rule posterior_predictive_check:
     resources:
         mem_mb=4000,
     params:
-        # the class: whether it can sample counts (model_kinds), else the results say why not
-        settings=settings_of("criticism", "model.class", "model.setup", "train.seed"),
+        # the class: whether it can sample counts (model_kinds), else the results say why not;
+        # only the criticism keys it reads
+        settings=settings_of(
+            "criticism.n_samples",
+            "criticism.batch_size",
+            "criticism.alpha",
+            "criticism.top_n",
+            "criticism.min_cells",
+            "criticism.cluster_resolution",
+            "model.class",
+            "model.setup",
+            "train.seed",
+        ),
     script:
         "../scripts/posterior_predictive_check.py"
 

@@ -126,7 +126,9 @@ def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -
     def cell(split: str, key: str) -> str:
         values = cv.get(split) or {}
         ceiling = (values.get("ceiling") or {}).get(key)
-        return fmt(values.get(key)) + ("" if ceiling is None else f" (ceiling {fmt(ceiling)})")
+        return fmt(values.get(key)) + (
+            "" if ceiling is None else f" (perfect model {fmt(ceiling)})"
+        )
 
     lines = [
         f"| {name} | " + " | ".join(cell(split, key) for split, _ in splits) + " |"
@@ -238,8 +240,8 @@ def _posterior_predictive_sections(cv: dict, de: dict) -> list[str]:
         "The cell-wise coefficient of variation summarizes how well variation between different "
         "cells is preserved by the generated model expression. Even a model that is exactly "
         "right does not reach 1: the observed counts are one noisy draw. Beside each value, "
-        "its ceiling is what such a model reaches on the same cells (each posterior sample in "
-        "turn scored as if it were the data); compare a value with its ceiling, not with a "
+        "what such a model reaches on the same cells (its ceiling: each posterior sample in "
+        "turn scored as if it were the data); compare a value with it, not with a "
         "fixed threshold: well below it, the model misses variation its noise does not "
         "explain. R² takes the observed data as the truth. Training and validation cells are "
         "the model's own split.",

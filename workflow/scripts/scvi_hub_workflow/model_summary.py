@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from .checks import CHECKS
 from .layout import CELL_WISE, GENE_WISE, RAN
+from .rule_io import atomic_path
 
+COMPLETE = "complete"
+# A model's steps in the order they run, each with the output (under results/{model}/) that
+# shows it finished; a failed job leaves its log and no output (Snakemake removes it).
+STEPS = (
+    ("dataset", "dataset.json"),
+    ("hvg", "hvg.h5ad"),
+    ("de_groups", "criticism/groups.json"),
+    ("train", "training/summary.json"),
+    ("minify", "minified"),
+    ("posterior_predictive_check", "criticism/cv.json"),
+    ("integration", "criticism/integration.json"),
+    ("label_transfer", "criticism/label_transfer.json"),
+    ("query_check", "criticism/query_check.json"),
+    ("figures", "report/de.png"),
+    ("card", "card/README.md"),
+    ("hub", "hub/README.md"),
+    ("publish", "publish.json"),
+)
 # Every model's columns, then those of the optional checks (checks.py), in their order.
 BASE_COLUMNS = (
     "model",
+    "state",
     "class",
     "cells",
     "epochs",
@@ -34,6 +55,7 @@ def summary_row(
     aucs = [g["roc_auc"] for g in de.get("groups", []) if g.get("roc_auc") is not None]
     row = {
         "model": name,
+        "state": COMPLETE,
         "class": training["model_class"],
         "cells": sum(training["n_cells"].values()),
         "epochs": training.get("total_epochs", training["epochs"]),
@@ -72,3 +94,43 @@ def stale_table_warning(path: str | Path, models) -> str | None:
         "another config. Run snakemake with this config (it remakes the table) before "
         "building a report (--report)."
     )
+
+
+def model_state(name: str, workdir: str | os.PathLike = ".") -> str:
+    """Where a model's run stands, from the files: complete, the step that failed (its log
+    there, its output not), or the last step that finished before the run stopped."""
+    results, logs = Path(workdir, "results", name), Path(workdir, "logs", name)
+    if (results / "publish.json").exists():
+        return COMPLETE
+    done = [step for step, output in STEPS if (results / output).exists()]
+    for step, output in STEPS:
+        if (logs / f"{step}.log").exists() and not (results / output).exists():
+            return f"failed in {step} (logs/{name}/{step}.log)"
+    return f"stopped after {done[-1]}" if done else "not started"
+
+
+def states_table(names, previous: pd.DataFrame | None, workdir=".") -> pd.DataFrame:
+    """models.tsv after a failed run: the metrics of the complete models (from the previous
+    table, when it has them) and every other model with its state, metrics n/a."""
+    known = {} if previous is None else {r["model"]: r for r in previous.to_dict("records")}
+    rows = []
+    for name in sorted(names):
+        state = model_state(name, workdir)
+        row = known.get(name) if state == COMPLETE else None
+        rows.append((row or {"model": name}) | {"state": state})
+    return summary_table(rows)
+
+
+def write_states(names, path: str | os.PathLike = "results/models.tsv", workdir=".") -> None:
+    """Rewrite models.tsv with every model's state (the workflow's onerror handler): a failed
+    model is listed, not left out of a table that still shows the last good run."""
+    path = Path(workdir, path)
+    previous = None
+    if path.exists():
+        previous = pd.read_csv(path, sep="\t")
+        if "model" not in previous:
+            previous = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = states_table(names, previous, workdir)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.3f")
