@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from helpers import ROOT, rule_settings
+from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow import integration
 from scvi_hub_workflow.card import render_card
 from scvi_hub_workflow.config import model_settings
@@ -371,3 +372,35 @@ def test_other_jobs_do_not_import_jax_or_scib_metrics():
         timeout=300,
     )
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
+def test_what_integration_can_measure_is_decided_from_dataset_json_before_training():
+    from scvi_hub_workflow.checks import skip_reason
+
+    def settings(labels_key="cell_type"):
+        entry = {
+            "dataset": {"source": "builtin:simulated-atlas"},
+            "model": {
+                "class": "SCVI",
+                "setup": {"batch_key": "batch", "labels_key": labels_key},
+            },
+        }
+        return rule_settings(
+            config_model.model_settings({"models": {"m": entry}}, "m"), "de_groups"
+        )
+
+    reference_query = {
+        "batches": {"ref": 100, "query": 80},
+        "n_cells_labelled": 100,
+        "labelled_per_batch": {"ref": 100, "query": 0},
+        "labels": {"B": 40, "T": 60},
+    }
+    reason = skip_reason("integration", reference_query, settings())
+    assert "at least 2 batches (model.setup.batch_key 'batch')" in reason
+    assert "the 100 labelled cells are in 1 batch ('ref')" in reason
+    both = json.loads(json.dumps(reference_query))
+    both["labelled_per_batch"]["query"] = 5
+    assert skip_reason("integration", both, settings()) is None
+    one_label = both | {"labels": {"B": 105}}
+    assert "at least 2 labels" in skip_reason("integration", one_label, settings())
+    assert skip_reason("integration", reference_query, settings(labels_key=None)) is None

@@ -6,7 +6,9 @@
 # posterior predictive check through that job's own (not ancient) input below.
 rule de_groups:
     input:
-        "results/{model}/hvg.h5ad",
+        data="results/{model}/hvg.h5ad",
+        # the batches and labels, for what the optional checks can measure
+        dataset="results/{model}/dataset.json",
     output:
         "results/{model}/criticism/groups.json",
     log:

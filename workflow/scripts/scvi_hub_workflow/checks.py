@@ -110,6 +110,32 @@ def _deconvolution_columns(result: dict) -> dict:
     }
 
 
+def _labelled_cells_span(dataset: dict, settings: ModelSettings) -> str | None:
+    """Integration scores the labelled cells: they must span two batches and two labels. A
+    labelled reference beside an unlabelled query batch has them all in one batch. Not judged
+    without labels (clusters of every cell) or without the counts in dataset.json."""
+    per_batch = dataset.get("labelled_per_batch")
+    if not settings.model.setup.labels_key or per_batch is None:
+        return None
+    spanned = sorted(b for b, n in per_batch.items() if n)
+    if len(spanned) < 2:
+        where = f" ({spanned[0]!r})" if spanned else ""
+        return (
+            f"integration needs at least 2 batches (model.setup.batch_key "
+            f"{settings.model.setup.batch_key!r}) among the cells it scores; the "
+            f"{dataset.get('n_cells_labelled')} labelled cells are in {len(spanned)} batch{where}"
+        )
+    if len(dataset.get("labels") or {}) < 2:
+        return "integration needs at least 2 labels among the labelled cells it scores"
+    return None
+
+
+def _integration_cannot_run(dataset: dict, settings: ModelSettings) -> str | None:
+    return _one_batch("measuring how well batches mix")(dataset, settings) or _labelled_cells_span(
+        dataset, settings
+    )
+
+
 # In the order of their card sections.
 CHECKS: tuple[OptionalCheck, ...] = (
     OptionalCheck(
@@ -118,7 +144,7 @@ CHECKS: tuple[OptionalCheck, ...] = (
         card_section=card_sections.integration_section,
         columns=("integration_total", "integration_total_pca"),
         summary=_integration_columns,
-        cannot_run=_one_batch("measuring how well batches mix"),
+        cannot_run=_integration_cannot_run,
     ),
     OptionalCheck(
         name="label_transfer",
