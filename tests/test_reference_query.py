@@ -66,9 +66,9 @@ def test_integration_is_skipped_with_its_reason_on_the_card(refquery_run):
     results = refquery_run / "results/refquery"
     integration = json.loads((results / "criticism/integration.json").read_text())
     assert integration["ran"] is False
-    assert "at least 2 batches" in integration["reason"]
+    assert "at least 2 batches" in integration["skipped_reason"]
     card = (results / "card/README.md").read_text()
-    assert "Integration" in card and integration["reason"] in card
+    assert "Integration" in card and integration["skipped_reason"] in card
 
 
 def test_the_query_check_holds_out_the_unlabelled_batch_and_skips_label_metrics(refquery_run):
