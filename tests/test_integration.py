@@ -334,6 +334,13 @@ def test_models_table_has_model_and_pca_totals():
     cv = {"cell_wise": {"validation": {"pearson": 0.7}}, "gene_wise": {"all": {"pearson": 0.9}}}
     row = summary_row("m", training, cv, {"groups": []}, {"integration": SUMMARY})
     assert (row["integration_total"], row["integration_total_pca"]) == (0.71, 0.52)
+    like = SUMMARY | {
+        "total": SUMMARY["total"] | {"total_without_pcr": 0.74},
+        "total_pca": SUMMARY["total_pca"] | {"total_without_pcr": 0.69},
+    }
+    row = summary_row("m", training, cv, {"groups": []}, {"integration": like})
+    assert row["integration_total_without_pcr"] == 0.74
+    assert row["integration_total_pca_without_pcr"] == 0.69
     assert summary_row("m", training, cv, {"groups": []})["integration_total"] is None
 
 

@@ -50,9 +50,12 @@ class OptionalCheck:
 
 def _integration_columns(result: dict) -> dict:
     # scib-metrics' aggregate of the latent space, and of the PCA baseline on the same cells
+    # and both without PCR comparison, which the baseline scores 0 by definition: like with like
     return {
         "integration_total": result[TOTAL][TOTAL],
         "integration_total_pca": result[TOTAL_PCA][TOTAL],
+        "integration_total_without_pcr": result[TOTAL].get("total_without_pcr"),
+        "integration_total_pca_without_pcr": result[TOTAL_PCA].get("total_without_pcr"),
     }
 
 
@@ -142,7 +145,12 @@ CHECKS: tuple[OptionalCheck, ...] = (
         name="integration",
         applies=lambda s: s.model.setup.batch_key is not None and s.model.kind.has_latent,
         card_section=card_sections.integration_section,
-        columns=("integration_total", "integration_total_pca"),
+        columns=(
+            "integration_total",
+            "integration_total_pca",
+            "integration_total_without_pcr",
+            "integration_total_pca_without_pcr",
+        ),
         summary=_integration_columns,
         cannot_run=_integration_cannot_run,
     ),
