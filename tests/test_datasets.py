@@ -382,9 +382,7 @@ def test_dataset_json_holds_the_cells_per_batch_and_the_labelled_ones(tmp_path):
     settings = settings_for(batch_key="batch", labels_key="cell_type", unlabeled_category="unknown")
     summary = prepare_dataset(source, settings, tmp_path / "out.h5ad")
     assert summary["n_cells_labelled"] == 2 and summary["labels"] == {"t1": 1, "t2": 1}
-    assert summary["batches"] == {
-        "a": {"n_cells": 2, "n_cells_labelled": 2, "n_labels": 2},
-        "b": {"n_cells": 1, "n_cells_labelled": 0, "n_labels": 0},
-    }
+    assert summary["batches"] == {"a": 2, "b": 1}
+    assert summary["labelled_per_batch"] == {"a": 2, "b": 0}
     unbatched = prepare_dataset(source, settings_for(), tmp_path / "out2.h5ad")
-    assert "batches" not in unbatched and "labels" not in unbatched
+    assert unbatched["batches"] is None and "labels" not in unbatched

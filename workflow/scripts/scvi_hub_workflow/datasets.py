@@ -363,28 +363,22 @@ def prepare_dataset(
 
 
 def composition(obs: pd.DataFrame, setup: Setup) -> dict:
-    """The cells per batch and the labelled ones among them (dataset.json): what the optional
-    checks can measure is decided from these before training (e.g. labels in one batch only).
-    """
-    out = {}
-    labelled = None
-    if setup.labels_key:
-        labels = obs[setup.labels_key].astype(str)
-        labelled = (labels != str(setup.unlabeled_category)).to_numpy()
-        out["n_cells_labelled"] = int(labelled.sum())
-        out["labels"] = {
-            str(k): int(v) for k, v in labels[labelled].value_counts().sort_index().items()
-        }
+    """The labelled cells (dataset.json): how many, per label and per batch (beside
+    `batches`, the cells per batch). What integration can measure depends on them: a
+    labelled reference beside an unlabelled query batch has its labelled cells in one batch."""
+    if not setup.labels_key:
+        return {}
+    labels = obs[setup.labels_key].astype(str)
+    labelled = (labels != str(setup.unlabeled_category)).to_numpy()
+    out = {
+        "n_cells_labelled": int(labelled.sum()),
+        "labels": {str(k): int(v) for k, v in labels[labelled].value_counts().sort_index().items()},
+    }
     if setup.batch_key:
         batches = obs[setup.batch_key].astype(str).to_numpy()
-        out["batches"] = {}
-        for batch in sorted(set(batches)):
-            mine = batches == batch
-            row = {"n_cells": int(mine.sum())}
-            if labelled is not None:
-                row["n_cells_labelled"] = int((mine & labelled).sum())
-                row["n_labels"] = int(obs[setup.labels_key].astype(str)[mine & labelled].nunique())
-            out["batches"][batch] = row
+        out["labelled_per_batch"] = {
+            str(b): int((labelled & (batches == b)).sum()) for b in sorted(set(batches))
+        }
     return out
 
 
