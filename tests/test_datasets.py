@@ -325,6 +325,8 @@ def test_a_local_file_is_recorded_with_the_checksums_it_was_verified_against(tmp
     entry = {
         "dataset": {"source": str(source), "sha256": sha.upper(), "checksum": f"MD5:{md5}"},
         "model": {"class": "SCVI"},
+        "hvg": {"flavor": "pearson_residuals"},
+        "train": {"early_stopping": False},
     }
     settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
     summary = prepare_dataset(source, settings, tmp_path / "out.h5ad")
