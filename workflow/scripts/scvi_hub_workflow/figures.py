@@ -29,11 +29,9 @@ CURVES = (
     ("Reconstruction loss", "reconstruction_loss"),
 )
 DE_METRICS = ("gene_f1", "roc_auc", "pr_auc", "lfc_pearson")
-# A calibration bin with fewer cells is drawn hollow and left off the curve: its accuracy is a
-# coin toss of a few cells (a Wilson interval of 3 cells spans half of [0, 1]).
+# Fewer cells in a calibration bin: hollow, off the curve (their accuracy is a coin toss).
 MIN_CALIBRATION_CELLS = 10
-# Unlabelled cells: light grey, drawn first, so the labelled cells lie on top.
-UNLABELLED_COLOUR = "#d0d0d0"
+UNLABELLED_COLOUR = "#d0d0d0"  # unlabelled cells: light grey, drawn beneath the labelled ones
 
 
 def save_png(figure: Figure, path: str | os.PathLike) -> None:
