@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .card_sections import fmt, provenance_section
+from .card_training import _url_cost, training_data_section, training_data_url_warning  # noqa: F401
 from .checks import CHECKS
 from .compat import import_scvi
 from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE, RAN, SKIPPED_REASON
@@ -373,66 +374,3 @@ def metadata(model_class: str, versions: dict, training_data_url: str | None) ->
         "training_data_url": training_data_url,
         "model_parent_module": kind_of(model_class).parent_module,
     }
-
-
-# scvi-tools 1.4.2's HubMetadata checks a training_data_url with a full GET (hub/_url.py):
-# every HubModel(...) of the folder downloads it, an atlas of gigabytes for one tissue's model.
-URL_COST = (
-    "scvi-tools 1.4.2 checks this URL with a full download (`requests.get`) whenever the "
-    "model is loaded with `HubModel(...)`: every load of this model downloads the whole file "
-    "at this URL{size}."
-)
-
-
-def _url_cost(url: str | None) -> list[str]:
-    return [URL_COST.format(size="")] if url else []
-
-
-def training_data_url_warning(url: str | None, dataset_summary: dict) -> str | None:
-    """What a configured card.training_data_url costs every user of the model (for the log),
-    or None when it is not set."""
-    if not url:
-        return None
-    size = (dataset_summary.get("resolved") or {}).get("size")
-    size_text = f" ({size / 2**20:,.1f} MiB for the file this model was read from)" if size else ""
-    return "card.training_data_url is set: " + URL_COST.format(size=size_text)
-
-
-def training_data_section(settings: ModelSettings, dataset: dict) -> list[str]:
-    """Where the training data came from: the source as configured and as resolved (its
-    version), the subset of cells, and the genes kept (HVG settings). Named here rather than
-    as a training_data_url, which scvi-tools downloads on every load."""
-    d, hvg = settings.dataset, settings.hvg
-    lines = [f"- **Source**: `{d.source}`"]
-    resolved = dataset.get("resolved") or {}
-    if resolved.get("dataset_version_id"):
-        newest = (
-            " (the dataset's newest version when first downloaded)"
-            if resolved.get("newest_of_dataset")
-            else ""
-        )
-        lines.append(
-            f"- **Version**: CELLxGENE dataset {resolved.get('dataset_id')}, version "
-            f"{resolved['dataset_version_id']}{newest}; file {resolved.get('url')}, "
-            f"sha256 {resolved.get('sha256')}"
-        )
-    elif dataset.get("source_url"):
-        lines.append(f"- **File**: {dataset['source_url']}")
-    if dataset.get("verified"):
-        checked = ", ".join(f"{k} {v}" for k, v in sorted(dataset["verified"].items()))
-        lines.append(f"- **Verified against**: {checked}")
-    subset = (
-        ", ".join(f"{k}: {v}" for k, v in sorted(d.subset.items())) if d.subset else "all cells"
-    )
-    if d.subsample_cells:
-        subset += f"; a random {d.subsample_cells} of them (seed train.seed)"
-    lines.append(
-        f"- **Cells**: {subset} ({dataset.get('n_cells', 'n/a')} of the file's "
-        f"{dataset.get('n_cells_in_file', 'n/a')}); counts from `{d.counts}`"
-    )
-    n_top = "every gene" if hvg.n_top_genes is None else f"the top {hvg.n_top_genes}"
-    lines.append(
-        f"- **Genes**: {n_top} of {dataset.get('n_genes', 'n/a')} by highly variable gene "
-        f"selection (flavor {hvg.flavor}, batch-aware {hvg.batch_aware})"
-    )
-    return ["**Training data**:", "\n".join(lines)]
