@@ -151,5 +151,7 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
         card = (results / model / "card" / "README.md").read_text()
         assert f"deconvolved by {spatial_model}.from_rna_model(st_adata, model)" in card
     summary = (results / "models.tsv").read_text().splitlines()
+    header = summary[0].split("\t")
     row = next(line.split("\t") for line in summary if line.startswith("tiny-stereoscope"))
-    assert row[1] == "RNAStereoscope" and row[4] == "n/a"
+    row = dict(zip(header, row, strict=True))
+    assert row["class"] == "RNAStereoscope" and row["cell_cv_pearson_validation"] == "n/a"
