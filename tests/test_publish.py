@@ -352,7 +352,11 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ran = set(re.findall(r"rule (\w+):", done.stdout + done.stderr))
-    assert ran == {"publish"}, ran
+    # The card names the repo its users pull from, so a new repo_id re-renders the card (and
+    # the hub folder that holds it); nothing upstream of the card re-runs.
+    assert ran == {"card", "hub", "publish"}, ran
+    for name in names:
+        assert f"alice/{name}" in (workdir / "results" / name / "hub" / "README.md").read_text()
     for name in names:
         receipt = json.loads((workdir / "results" / name / "publish.json").read_text())
         assert receipt["published"] and receipt["verification"]["passed"]
