@@ -3,18 +3,23 @@ and the publish runner. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import anndata
 import numpy as np
 import pandas as pd
+import pytest
 from hub_server import HubServer
 from scipy import sparse
 from scvi_hub_workflow import training
@@ -249,3 +254,34 @@ def assert_token_absent(root: Path, token: str) -> None:
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
             assert needle not in path.read_bytes(), f"token found in {path}"
+
+
+@contextlib.contextmanager
+def running(command: list[str], **kwargs) -> Iterator[subprocess.Popen]:
+    """A process in its own session; it and whatever it started are killed when the test ends."""
+    proc = subprocess.Popen(command, start_new_session=True, **kwargs)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen,
+    what: str,
+    *,
+    timeout_s: float,
+    output: Callable[[], str] = str,
+    interval_s: float = 0.05,
+) -> None:
+    """Poll `ready()` while `proc` runs; fail with the end of `output()` if it ends or times out."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"exited ({proc.returncode}) before {what}:\n{output()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout_s} s:\n{output()[-4000:]}")
+        time.sleep(interval_s)

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from helpers import ROOT, rule_settings
-from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow import integration
 from scvi_hub_workflow.card import render_card
 from scvi_hub_workflow.config import model_settings
@@ -92,6 +91,13 @@ def obs_of(labels, batches):
     return pd.DataFrame({"batch": batches, "cell_type": labels}, index=index)
 
 
+def write_inputs(out, obs, latent, counts) -> None:
+    """The two files the integration rule reads: the model's data (obs, latent means) and the
+    HVG counts of the same cells."""
+    ad.AnnData(obs=obs, obsm={"scanvi_latent_qzm": latent}).write_h5ad(out / "model.h5ad")
+    ad.AnnData(X=sp.csr_matrix(counts), obs=obs).write_h5ad(out / "hvg.h5ad")
+
+
 def test_cells_are_a_seeded_recorded_subsample_of_the_labelled_cells():
     labels, batches = planted()
     labels[:50] = "unknown"
@@ -159,10 +165,7 @@ def test_a_labelled_reference_beside_an_unlabelled_query_is_not_measured(tmp_pat
     labels, batches = planted()
     labels = np.where(batches == "batch_1", "unknown", labels)
     obs = obs_of(labels, batches)
-    latent = pure(labels, 1)
-    ad.AnnData(obs=obs, obsm={"scanvi_latent_qzm": latent}).write_h5ad(tmp_path / "model.h5ad")
-    counts = sp.csr_matrix(np.ones((N_CELLS, 5), dtype=np.float32))
-    ad.AnnData(X=counts, obs=obs).write_h5ad(tmp_path / "hvg.h5ad")
+    write_inputs(tmp_path, obs, pure(labels, 1), np.ones((N_CELLS, 5), dtype=np.float32))
     summary, table = run_integrate(tmp_path)
     assert summary["ran"] is False
     n_labelled = int((batches == "batch_0").sum())
@@ -182,30 +185,29 @@ def files(tmp_path_factory):
     labels, batches = planted()
     labels[:30] = "unknown"
     obs = obs_of(labels, batches)
-    latent = pure(planted()[0], 1)
-    ad.AnnData(obs=obs, obsm={"scanvi_latent_qzm": latent}).write_h5ad(out / "model.h5ad")
     rng = np.random.default_rng(3)
     rates = rng.gamma(2.0, 1.0, size=(N_LABELS, 60))[pd.Categorical(planted()[0]).codes]
     rates *= rng.gamma(4.0, 0.25, size=(N_BATCHES, 60))[pd.Categorical(batches).codes]
-    counts = sp.csr_matrix(rng.poisson(rates * 3).astype(np.float32))
-    ad.AnnData(X=counts, obs=obs).write_h5ad(out / "hvg.h5ad")
+    write_inputs(out, obs, pure(planted()[0], 1), rng.poisson(rates * 3).astype(np.float32))
     return out
 
 
-def integration_settings(labels_key="cell_type", max_cells=200):
-    """What the integration rule declares, for a SCANVI model of the test files."""
-    setup = {"batch_key": "batch", "labels_key": labels_key, "unlabeled_category": "unknown"}
+def settings_for(rule, model_class="SCANVI", labels_key="cell_type", max_cells=200):
+    """What `rule` declares, for a model of the test data with batches `batch`."""
+    setup = {"batch_key": "batch", "labels_key": labels_key}
+    if model_class == "SCANVI":
+        setup["unlabeled_category"] = "unknown"
     entry = {
         "dataset": {"source": "builtin:simulated-atlas"},
-        "model": {"class": "SCANVI", "setup": setup},
+        "model": {"class": model_class, "setup": setup},
         "criticism": {"integration_max_cells": max_cells},
         "train": {"seed": 0},
     }
-    return rule_settings(model_settings({"models": {"m": entry}}, "m"), "integration")
+    return rule_settings(model_settings({"models": {"m": entry}}, "m"), rule)
 
 
 def run_integrate(files, labels=None, **settings):
-    settings = integration_settings(**settings)
+    settings = settings_for("integration", **settings)
     return integration.integrate(files / "model.h5ad", files / "hvg.h5ad", settings, labels)
 
 
@@ -253,7 +255,9 @@ def test_reading_is_refused_when_the_files_hold_other_cells(files, tmp_path):
     other.obs_names = [f"other_{i}" for i in range(other.n_obs)]
     other.write_h5ad(tmp_path / "hvg.h5ad")
     with pytest.raises(ValueError, match="same cells"):
-        integration.integrate(files / "model.h5ad", tmp_path / "hvg.h5ad", integration_settings())
+        integration.integrate(
+            files / "model.h5ad", tmp_path / "hvg.h5ad", settings_for("integration")
+        )
 
 
 SUMMARY = {
@@ -385,16 +389,7 @@ def test_what_integration_can_measure_is_decided_from_dataset_json_before_traini
     from scvi_hub_workflow.checks import skip_reason
 
     def settings(labels_key="cell_type"):
-        entry = {
-            "dataset": {"source": "builtin:simulated-atlas"},
-            "model": {
-                "class": "SCVI",
-                "setup": {"batch_key": "batch", "labels_key": labels_key},
-            },
-        }
-        return rule_settings(
-            config_model.model_settings({"models": {"m": entry}}, "m"), "de_groups"
-        )
+        return settings_for("de_groups", model_class="SCVI", labels_key=labels_key)
 
     reference_query = {
         "batches": {"ref": 100, "query": 80},

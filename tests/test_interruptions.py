@@ -25,7 +25,7 @@ import anndata as ad
 import pytest
 import yaml
 from cellxgene_server import CellxgeneServer, Version
-from helpers import ROOT, SNAKEMAKE, TOKEN, hub_env
+from helpers import ROOT, SNAKEMAKE, TOKEN, hub_env, running, wait_until
 from hub_server import HubServer
 from scvi_hub_workflow.builtin_datasets import simulated_atlas
 
@@ -78,28 +78,17 @@ class Run:
     def started(self):
         self.number += 1
         self.log = self.workdir / f"snakemake-{self.number}.out"
-        with open(self.log, "w") as out:
-            proc = subprocess.Popen(
-                self.command, cwd=self.workdir, env=self.env, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        try:
+        with (
+            open(self.log, "w") as out,
+            running(
+                self.command, cwd=self.workdir, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            ) as proc,
+        ):
             yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
     def kill_when(self, proc: subprocess.Popen, ready, what: str, timeout_s: float = 240):
         """SIGKILL Snakemake and every job once `ready()`; the rules started and finished."""
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            if proc.poll() is not None:
-                pytest.fail(f"run {self.number} ended ({proc.returncode}) before {what}:\n"
-                            + self.output()[-4000:])  # fmt: skip
-            if time.monotonic() > deadline:
-                pytest.fail(f"no {what} after {timeout_s} s:\n" + self.output()[-4000:])
-            time.sleep(0.05)
+        wait_until(ready, proc, what, timeout_s=timeout_s, output=self.output)
         os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and every job, at once
         proc.wait()
         return _jobs(self.output())

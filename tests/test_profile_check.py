@@ -67,3 +67,31 @@ def test_the_held_out_likelihood_is_that_of_scvi_tools_negative_binomial():
     assert heldout_log_likelihood(counts, labels, w, px_o) == pytest.approx(
         float(expected.sum(-1).mean()), rel=1e-6
     )
+
+
+@pytest.mark.slow
+def test_a_saved_model_is_checked_with_its_own_label_order(tmp_path):
+    """The check reads the validation cells' labels in the order of the model's columns, not
+    in the order of the AnnData's categories (here reversed), so a model trained on the planted
+    profiles still matches every label to its own profile."""
+    import anndata as ad
+    import pandas as pd
+    from scvi.external import RNAStereoscope
+    from scvi_hub_workflow.layout import SPLIT_COLUMN
+    from scvi_hub_workflow.profile_check import profile_check
+
+    _, labels, counts = simulated(n_labels=4, n_genes=60, n_cells=400)
+    names = np.array(["t0", "t1", "t2", "t3"])
+    adata = ad.AnnData(counts.astype(np.float32))
+    adata.obs["cell_type"] = pd.Categorical(names[labels], categories=names[::-1])
+    adata.obs[SPLIT_COLUMN] = np.where(np.arange(len(labels)) % 5 == 0, "validation", "train")
+    RNAStereoscope.setup_anndata(adata, labels_key="cell_type")
+    model = RNAStereoscope(adata)
+    model.train(max_epochs=200, enable_progress_bar=False)
+    model.save(tmp_path / "model", save_anndata=True)
+
+    result = profile_check(tmp_path / "model", "cell_type", layer=None, seed=0)
+    assert result["n_cells"] == 80
+    assert [row["label"] for row in result["per_label"]] == list(names[::-1])
+    assert result["match_accuracy"] == 1.0
+    assert result["log_likelihood"] > result["log_likelihood_shuffled_labels"]

@@ -7,7 +7,6 @@ partition choice; tests/test_slurm.py (`pytest -m slurm`) runs the profile on a 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -17,13 +16,20 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import ROOT, SNAKEMAKE, TINY_CONFIG, declared_keys, rule_settings
+from helpers import (
+    ROOT,
+    SNAKEMAKE,
+    TINY_CONFIG,
+    declared_keys,
+    rule_settings,
+    running,
+    wait_until,
+)
 from scvi_hub_workflow import config as config_model
 from scvi_hub_workflow.rule_io import atomic_dir, atomic_path, write_json
 from scvi_hub_workflow.settings import ModelSettings, to_text
@@ -186,26 +192,12 @@ def test_criticism_declares_threads_and_records_them(workflow_rules, minified_mo
 # --- stopping -----------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def running(command: list[str], **kwargs) -> Iterator[subprocess.Popen]:
-    """A process in its own session; whatever it left running is killed when the test ends."""
-    proc = subprocess.Popen(command, start_new_session=True, **kwargs)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text():
-            return
-        assert proc.poll() is None, f"exited early ({proc.returncode}): {path.read_text()[-3000:]}"
-        time.sleep(0.5)
-    pytest.fail(f"{text!r} not in {path} after {timeout_s} s")
+    def text_of() -> str:
+        return path.read_text() if path.is_file() else ""
+
+    wait_until(lambda: text in text_of(), proc, f"{text!r} in {path}", timeout_s=timeout_s,
+               output=text_of, interval_s=0.5)  # fmt: skip
 
 
 def stop_and_time(proc: subprocess.Popen, signum: int, timeout_s: float = 30) -> float:

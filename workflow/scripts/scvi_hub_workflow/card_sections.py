@@ -25,6 +25,13 @@ def fmt(value) -> str:
     return f"{value:.2f}"
 
 
+def not_computed(title: str, result: dict) -> list[str] | None:
+    """The section of a check whose result says it did not run: its title and the reason."""
+    if result.get(RAN, True):
+        return None
+    return [title, f"Not computed: {result[SKIPPED_REASON]}."]
+
+
 def integration_section(integration: dict | None, settings: ModelSettings) -> list[str]:
     """scib-metrics of the latent space beside the PCA baseline, or why there are none."""
     if not settings.model.kind.has_latent:
@@ -35,11 +42,9 @@ def integration_section(integration: dict | None, settings: ModelSettings) -> li
             "Not computed: the model was set up without a batch key (model.setup.batch_key), so "
             "there are no batches whose mixing could be measured.",
         ]
-    if not integration.get(RAN, True):
-        return ["Integration", f"Not computed: {integration[SKIPPED_REASON]}."]
+    if skipped := not_computed("Integration", integration):
+        return skipped
     i = integration
-    if not i.get(RAN, True):
-        return ["Integration", f"Not computed: {i[SKIPPED_REASON]}."]
     if i["label_source"] == "labels":
         source = f"the labels in {i['labels_key']!r}"
         if i["n_cells_unlabelled"]:
@@ -179,8 +184,8 @@ def query_check_section(qc: dict | None, settings: ModelSettings) -> list[str]:
                 "there is no batch to hold out and map."]  # fmt: skip
     if qc is None:
         return [title, "Not computed: criticism.query_check is false."]
-    if not qc.get(RAN):
-        return [title, f"Not computed: {qc[SKIPPED_REASON]}."]
+    if skipped := not_computed(title, qc):
+        return skipped
     phases = ", then ".join(
         f"{p['epochs']} epochs of {p['model_class']}" for p in qc["reference_phases"]
     )
@@ -286,8 +291,8 @@ def profile_check_section(pc: dict | None, settings: ModelSettings) -> list[str]
     if pc is None:
         return []
     title = "Cell-type profiles"
-    if not pc.get(RAN):
-        return [title, f"Not computed: {pc[SKIPPED_REASON]}."]
+    if skipped := not_computed(title, pc):
+        return skipped
     rows = "\n".join(
         f"| {r['label']} | {r['n_cells']} | {fmt(r['pearson'])} | "
         f"{'yes' if r['matched'] else 'no'} |"
@@ -313,8 +318,8 @@ def deconvolution_section(dc: dict | None, settings: ModelSettings) -> list[str]
     if dc is None:
         return []
     title = "Deconvolution"
-    if not dc.get(RAN):
-        return [title, f"Not computed: {dc[SKIPPED_REASON]}."]
+    if skipped := not_computed(title, dc):
+        return skipped
     low, high = dc["cells_per_spot"]
     return [
         title,

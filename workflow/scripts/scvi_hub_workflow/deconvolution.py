@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .compat import import_scvi
-from .layout import RAN, SKIPPED_REASON, SPLIT_COLUMN
+from .layout import RAN, SKIPPED_REASON
 
 # Cells summed into one pseudo-spot, drawn uniformly in this range (Visium spots hold a few to
 # about ten cells).
@@ -68,47 +67,34 @@ def deconvolution_check(
     """Pseudo-spots of the validation cells, deconvolved by `spatial_class.from_rna_model` of
     the saved model (default arguments but the epochs), scored against their true proportions.
     """
-    import_scvi()
-    from scvi import REGISTRY_KEYS
-
-    from .model_io import load_model
+    from .model_io import load_model, validation_cells
 
     model = load_model(model_dir)
-    adata = model.adata
-    mapping = [
-        str(name)
-        for name in model.adata_manager.get_state_registry(
-            REGISTRY_KEYS.LABELS_KEY
-        ).categorical_mapping
-    ]
-    held_out = adata.obs[SPLIT_COLUMN].astype(str).to_numpy() == "validation"
-    if held_out.sum() < CELLS_PER_SPOT[1]:
+    cells = validation_cells(model, labels_key, layer)
+    if cells.n_cells < CELLS_PER_SPOT[1]:
         return {
             RAN: False,
-            SKIPPED_REASON: f"the model has {int(held_out.sum())} validation cells, fewer than "
+            SKIPPED_REASON: f"the model has {cells.n_cells} validation cells, fewer than "
             f"the {CELLS_PER_SPOT[1]} of the largest pseudo-spot",
         }
-    index = {name: i for i, name in enumerate(mapping)}
-    codes = adata.obs[labels_key].astype(str).map(index).to_numpy()[held_out].astype(int)
-    counts = (adata.layers[layer] if layer else adata.X)[held_out]
     rng = np.random.default_rng(seed)
-    spots, truth = pseudo_spots(counts, codes, len(mapping), n_spots, rng)
+    spots, truth = pseudo_spots(cells.counts, cells.codes, len(cells.labels), n_spots, rng)
 
     import anndata as ad
 
     st = ad.AnnData(spots)
-    st.var_names = adata.var_names
+    st.var_names = model.adata.var_names
     st.obs_names = [f"spot_{i}" for i in range(n_spots)]
     spatial_class.setup_anndata(st)
     spatial = spatial_class.from_rna_model(st, model)
     spatial.train(max_epochs=max_epochs, enable_progress_bar=False)
-    estimated = spatial.get_proportions()[mapping].to_numpy(dtype=float)
+    estimated = spatial.get_proportions()[cells.labels].to_numpy(dtype=float)
     return {
         RAN: True,
         "spatial_model": type(spatial).__name__,
         "n_spots": n_spots,
         "cells_per_spot": list(CELLS_PER_SPOT),
-        "n_cells": int(held_out.sum()),
+        "n_cells": cells.n_cells,
         "epochs": max_epochs,
         **proportion_scores(truth, estimated),
     }

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compat import import_scvi
-from .layout import RAN, SKIPPED_REASON, SPLIT_COLUMN
+from .layout import RAN, SKIPPED_REASON
 
 # Profiles are compared as log1p of counts per 10,000, as the DE benchmark normalises.
 SCALE = 1e4
@@ -86,36 +85,25 @@ def profile_check(model_dir, labels_key: str, layer: str | None, seed: int) -> d
     """The check on a saved RNAStereoscope model: its profiles against the pseudobulk of its
     validation cells (never trained on), and the held-out likelihood with the true labels and
     with labels shuffled among those cells (the baseline)."""
-    import_scvi()
-    from scvi import REGISTRY_KEYS
-
-    from .model_io import load_model
+    from .model_io import load_model, validation_cells
 
     model = load_model(model_dir)
     w, px_o = model.module.get_params()
-    adata = model.adata
-    # the labels in the order of the model's columns
-    mapping = [
-        str(name)
-        for name in model.adata_manager.get_state_registry(
-            REGISTRY_KEYS.LABELS_KEY
-        ).categorical_mapping
-    ]
-    held_out = adata.obs[SPLIT_COLUMN].astype(str).to_numpy() == "validation"
-    if not held_out.any():
+    cells = validation_cells(model, labels_key, layer)
+    if not cells.n_cells:
         return {RAN: False, SKIPPED_REASON: "the model has no validation cells (train_size 1)"}
-    index = {name: i for i, name in enumerate(mapping)}
-    codes = adata.obs[labels_key].astype(str).map(index).to_numpy()[held_out].astype(int)
-    counts = (adata.layers[layer] if layer else adata.X)[held_out]
-    scores = profile_scores(model_profiles(w, px_o), observed_profiles(counts, codes, len(mapping)))
+    codes, counts = cells.codes, cells.counts
+    scores = profile_scores(
+        model_profiles(w, px_o), observed_profiles(counts, codes, len(cells.labels))
+    )
     for row in scores["per_label"]:
         label = row.pop("label_index")
-        row |= {"label": mapping[label], "n_cells": int((codes == label).sum())}
+        row |= {"label": cells.labels[label], "n_cells": int((codes == label).sum())}
     shuffled = np.random.default_rng(seed).permutation(codes)
     return {
         RAN: True,
         "labels_key": labels_key,
-        "n_cells": int(held_out.sum()),
+        "n_cells": cells.n_cells,
         **scores,
         "log_likelihood": heldout_log_likelihood(counts, codes, w, px_o),
         "log_likelihood_shuffled_labels": heldout_log_likelihood(counts, shuffled, w, px_o),
