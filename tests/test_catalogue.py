@@ -738,12 +738,12 @@ def test_a_one_batch_query_check_and_card_say_why_without_training(tmp_path):
     failing on the one batch; now it reads nothing but dataset.json, and the card says why."""
     from scvi_hub_workflow.checks import checks_for
     from scvi_hub_workflow.layout import RAN, SKIPPED_REASON
-    from scvi_hub_workflow.query_check import check_query_mapping
+    from scvi_hub_workflow.query_check import check_query_mapping, plan_query
 
     settings = model_settings({"models": {"m": BATCHED_SCANVI}}, "m")
     missing = str(tmp_path / "never-read")  # no data, no model: nothing is read or trained
-    job = rule_settings(settings, "query_check")
-    result = check_query_mapping(missing, ONE_BATCH, missing, job)
+    plan = plan_query(ONE_BATCH, rule_settings(settings, "query_plan"))  # before training
+    result = check_query_mapping(missing, plan, missing, rule_settings(settings, "query_check"))
     assert result[RAN] is False and "has one batch" in result[SKIPPED_REASON]
     from scvi_hub_workflow.integration import skipped
 

@@ -469,10 +469,8 @@ def test_a_scanvi_from_a_named_scvi_model_trains_after_it(tmp_path):
     result = snakemake("-n", target, "--configfile", "c.yaml", workdir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     # the SCANVI's training waits for the SCVI model, trained once, in its own job
-    assert (
-        "input: results/a-scanvi/hvg.h5ad, results/a-scanvi/criticism/groups.json, "
-        "results/a-scvi/model"
-    ) in result.stdout
+    # (and, not trained yet, for the DE groups planned before training: <TBD> until they are)
+    assert "input: results/a-scanvi/hvg.h5ad, results/a-scvi/model, <TBD>" in result.stdout
     assert result.stdout.count("rule train:") == 2
 
 

@@ -22,14 +22,15 @@ from scvi_hub_workflow.query_check import (
 from scvi_hub_workflow.settings import to_text
 
 
-def batches(**counts: int) -> pd.Series:
-    return pd.Series([b for b, n in counts.items() for _ in range(n)], dtype="category")
+def batches(**counts: int) -> dict[str, int]:
+    """Cells per batch, as dataset.json records them."""
+    return counts
 
 
 def test_default_batch_is_the_smallest_with_enough_cells():
-    column = batches(a=300, b=MIN_QUERY_CELLS - 1, c=120, d=120)
+    counts = batches(a=300, b=MIN_QUERY_CELLS - 1, c=120, d=120)
     # b is too small; c and d tie, the first by name wins
-    assert choose_query_batch(column, None, "batch") == "c"
+    assert choose_query_batch(counts, None, "batch") == "c"
 
 
 def test_a_named_batch_is_used():
@@ -50,16 +51,65 @@ def test_a_single_batch_or_only_small_batches_cannot_be_held_out():
 
 def test_the_only_labelled_batch_is_never_held_out_by_default():
     # a labelled reference (a, b: the smallest) beside an unlabelled query batch (q)
-    column = batches(a=80, q=200)
-    assert choose_query_batch(column, None, "batch") == "a"  # the smallest, without labels
-    labelled = (column == "a").to_numpy()
-    assert choose_query_batch(column, None, "batch", labelled) == "q"
+    counts = batches(a=80, q=200)
+    assert choose_query_batch(counts, None, "batch") == "a"  # the smallest, without labels
+    labelled = {"a": 80, "q": 0}
+    assert choose_query_batch(counts, None, "batch", labelled) == "q"
     with pytest.raises(QueryCheckError, match=r"criticism.query_batch: batch 'a' holds every"):
-        choose_query_batch(column, "a", "batch", labelled)
+        choose_query_batch(counts, "a", "batch", labelled)
     # the labelled batch is the only one large enough: nothing to hold out, the check is skipped
     small_query = batches(a=200, q=MIN_QUERY_CELLS - 1)
     with pytest.raises(NothingToHoldOut, match=r"a \(200 cells, 200 labelled\)"):
-        choose_query_batch(small_query, None, "batch", (small_query == "a").to_numpy())
+        choose_query_batch(small_query, None, "batch", {"a": 200})
+
+
+REFERENCE_QUERY = {
+    "n_cells": 280,
+    "batch_key": "batch",
+    "batches": {"ref": 200, "query": 80},
+    "n_cells_labelled": 200,
+    "labels": {"B": 80, "T": 120},
+    "labelled_per_batch": {"ref": 200, "query": 0},
+}
+
+
+def _plan_settings(criticism: dict | None = None, model_class: str = "SCANVI"):
+    setup = {"batch_key": "batch", "labels_key": "cell_type"}
+    if model_class == "SCANVI":
+        setup["unlabeled_category"] = "unknown"
+    entry = {
+        "dataset": {"source": "builtin:simulated-atlas"},
+        "model": {"class": model_class, "setup": setup},
+        "criticism": criticism or {},
+    }
+    return rule_settings(config_model.resolve({"models": {"m": entry}})["m"], "query_plan")
+
+
+def test_the_query_batch_is_planned_before_training_from_dataset_json():
+    from scvi_hub_workflow.query_check import plan_query
+
+    # a labelled reference beside an unlabelled query: the query batch is held out
+    plan = plan_query(REFERENCE_QUERY, _plan_settings())
+    assert plan == {"ran": True, "query_batch": "query", "n_query_cells": 80}
+    # the smallest batch, for a class that does not learn labels
+    assert plan_query(REFERENCE_QUERY, _plan_settings(model_class="SCVI"))["query_batch"] == (
+        "query"
+    )
+    # a batch the data cannot serve is an error naming the key, before any training
+    with pytest.raises(QueryCheckError, match=r"criticism.query_batch: batch 'ref' holds every"):
+        plan_query(REFERENCE_QUERY, _plan_settings({"query_batch": "ref"}))
+    with pytest.raises(QueryCheckError, match=r"criticism.query_batch: no batch 'x'"):
+        plan_query(REFERENCE_QUERY, _plan_settings({"query_batch": "x"}))
+    # skipped, with the reason, when the data or the settings say so
+    one_batch = {**REFERENCE_QUERY, "batches": {"ref": 280}, "labelled_per_batch": {"ref": 200}}
+    assert "has one batch" in plan_query(one_batch, _plan_settings())["skipped_reason"]
+    large = _plan_settings({"query_check": "auto", "query_check_max_cells": 100})
+    assert "criticism.query_check_max_cells" in plan_query(REFERENCE_QUERY, large)["skipped_reason"]
+    only_labelled_is_large = {**REFERENCE_QUERY, "batches": {"ref": 200, "query": 10}}
+    assert (
+        "holds every labelled cell"
+        in plan_query(only_labelled_is_large, _plan_settings())["skipped_reason"]
+    )
 
 
 def test_label_metrics_of_a_query_without_labels_say_why():
@@ -109,7 +159,7 @@ def test_query_settings_come_from_the_criticism_section():
             }
         }
     }
-    step = rule_settings(config_model.resolve(config)["m"], "query_check")
+    step = rule_settings(config_model.resolve(config)["m"], "query_plan")
     assert step.criticism.query_batch == "batch_1" and step.criticism.query_check is True
     config["models"]["m"]["criticism"] = {"query_check": "sometimes"}
     with pytest.raises(config_model.ConfigError, match="criticism.query_check"):
@@ -260,3 +310,24 @@ def test_models_tsv_has_the_query_columns():
     skipped = {"ran": False, "skipped_reason": "x"}
     skipped = summary_row("m", training, cv, de, {"query_check": skipped})
     assert skipped["query_knn_overlap"] is None and skipped["query_label_accuracy"] is None
+
+
+@pytest.mark.slow
+def test_a_query_batch_the_data_cannot_serve_stops_the_run_before_training(tmp_path):
+    """Planned from dataset.json before the model trains: a criticism.query_batch that is not
+    among the batches stops the run there, naming the key, and the model never trains."""
+    from helpers import TINY_CONFIG, snakemake
+
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    entry = cfg["models"]["tiny-scanvi"]
+    entry["criticism"] = {"query_batch": "batch_9"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({"models": {"m": entry}}))
+    result = snakemake(
+        "results/m/training/summary.json", "--cores", "2", "--configfile", "cfg.yaml",
+        workdir=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert result.returncode != 0
+    log = (tmp_path / "logs" / "m" / "query_plan.log").read_text()
+    assert "criticism.query_batch: no batch 'batch_9'" in log
+    assert not (tmp_path / "logs" / "m" / "train.log").exists()
+    assert not (tmp_path / "results" / "m" / "model").exists()

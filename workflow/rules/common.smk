@@ -167,17 +167,31 @@ def get_cellxgene_source(wildcards):
 
 
 def get_train_inputs(wildcards):
-    """The HVG data, the DE groups (checked before training; ancient: a new
-    criticism.min_cells re-plans, never retrains) and, with `model.from_scvi: <model>`, the
-    trained model it starts from."""
-    inputs = {
-        "data": f"results/{wildcards.model}/hvg.h5ad",
-        "de_groups": ancient(f"results/{wildcards.model}/criticism/groups.json"),
-    }
+    """The HVG data and, with `model.from_scvi: <model>`, the trained model it starts from."""
+    inputs = {"data": f"results/{wildcards.model}/hvg.h5ad"}
     pretrained = MODELS[wildcards.model].model.pretrained_model
     if pretrained:
         inputs["pretrained"] = f"results/{pretrained}/model"
     return inputs
+
+
+def planned_before_training(checkpoint, applies=lambda settings: True):
+    """Input function of train: a model not trained yet waits for `checkpoint` (a plan of the
+    criticism made from the data before training: a criticism key the data cannot serve stops
+    the run there, not after training). Never an input of a trained model: a criticism change
+    re-runs the plan and the checks that read it, never the training. Not an ancient() edge:
+    Snakemake 9 then skips the params of every job downstream of train once the plan re-runs
+    (snakemake#4166). As a checkpoint, the plan is no input of the train job that runs (the
+    job is planned again once the plan exists), so the model's recorded inputs stay the same."""
+
+    def wait(wildcards):
+        model = wildcards.model
+        trained = all(Path(path).exists() for path in expand(rules.train.output, model=model))
+        if not trained and applies(MODELS[model]):
+            getattr(checkpoints, checkpoint).get(model=model)  # until it has run: its output
+        return []
+
+    return wait
 
 
 def get_published_model(wildcards):
@@ -204,6 +218,11 @@ def get_check_results(wildcards):
     return {
         check.name: check.result(wildcards.model) for check in checks_for(MODELS[wildcards.model])
     }
+
+
+def check_applies(name):
+    """Whether the optional check `name` (checks.py) applies to a model's settings."""
+    return next(check for check in CHECKS if check.name == name).applies
 
 
 def models_checked_by(check):

@@ -1,10 +1,8 @@
 # Before training: the labelled groups the DE benchmark will compare (a criticism.min_cells that
 # leaves fewer than two cell types stops here, not after training). Reads the obs table only.
-# Only the keys it reads: when this job re-runs, Snakemake (9.x, snakemake#4166) does not look
-# at the jobs downstream of its ancient edge into train for their own changed params; they
-# would stay stale until a second invocation. Its only such key, min_cells, re-runs the
-# posterior predictive check through that job's own (not ancient) input below.
-rule de_groups:
+# A checkpoint, so that a model not trained yet waits for it without it becoming an input of
+# the model (planned_before_training in common.smk): a criticism change never retrains.
+checkpoint de_groups:
     input:
         data="results/{model}/hvg.h5ad",
         # the batches and labels, for what the optional checks can measure
@@ -28,7 +26,7 @@ rule posterior_predictive_check:
     input:
         model=get_published_model,
         data="results/{model}/hvg.h5ad",
-        # not read: a re-planned criticism.min_cells re-runs this check in the same invocation
+        # not read: a re-planned criticism.min_cells re-runs this check
         groups="results/{model}/criticism/groups.json",
     output:
         cv=report(
@@ -77,12 +75,39 @@ rule posterior_predictive_check:
         "../scripts/posterior_predictive_check.py"
 
 
-# Models with a batch key whose class maps queries (checks.py). Hold one batch out, train a
-# reference on the others and map it with scArches; compared with the full model's latent.
+# Before training, for the models the query check applies to (checks.py): from the batches and
+# labelled cells in dataset.json, the batch it will hold out, or why it cannot run (a
+# criticism.query_batch the data cannot serve stops the run here). A checkpoint, like de_groups.
+checkpoint query_plan:
+    input:
+        dataset="results/{model}/dataset.json",
+    output:
+        "results/{model}/criticism/query_plan.json",
+    log:
+        "logs/{model}/query_plan.log",
+    localrule: True
+    conda:
+        "../../envs/scvi.yaml"
+    params:
+        settings=settings_of(
+            "model.class",
+            "model.setup",
+            "criticism.query_check",
+            "criticism.query_batch",
+            "criticism.query_check_max_cells",
+        ),
+    script:
+        "../scripts/query_plan.py"
+
+
+# Models with a batch key whose class maps queries (checks.py). Hold the planned batch out,
+# train a reference on the others and map it with scArches; compared with the full model's
+# latent.
 rule query_check:
     input:
         data="results/{model}/hvg.h5ad",
-        dataset="results/{model}/dataset.json",
+        # the batch to hold out, or why the check cannot run (decided before training)
+        plan="results/{model}/criticism/query_plan.json",
         # the full model's latent posterior means, stored with the published model's data
         full_model=get_published_model,
     output:
@@ -110,15 +135,13 @@ rule query_check:
         runtime=training_runtime,
     params:
         # the model's own recipe; only the criticism.query_* keys, so that another criticism
-        # key does not retrain the reference
+        # key does not retrain the reference (whether it runs, and on which batch: the plan)
         settings=settings_of(
             "name",
             "model",
             "train",
-            "criticism.query_check",
             "criticism.query_batch",
             "criticism.query_epochs",
-            "criticism.query_check_max_cells",
         ),
     script:
         "../scripts/query_check.py"

@@ -5,6 +5,9 @@ TRAIN_ENV = "envs/scvi.yaml"
 rule train:
     input:
         unpack(get_train_inputs),
+        # what the criticism can measure on the data, decided before the first training
+        de_groups=planned_before_training("de_groups"),
+        query_plan=planned_before_training("query_plan", check_applies("query_check")),
     output:
         model=directory("results/{model}/model"),
         history=report(

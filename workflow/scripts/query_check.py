@@ -14,7 +14,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     result = check_query_mapping(
         inputs.data,
-        json.loads(Path(inputs.dataset).read_text()),
+        json.loads(Path(inputs.plan).read_text()),
         inputs.full_model,
         from_text(snakemake.params.settings),  # noqa: F821
     )

@@ -19,6 +19,7 @@ STEPS = (
     ("dataset", "dataset.json"),
     ("hvg", "hvg.h5ad"),
     ("de_groups", "criticism/groups.json"),
+    ("query_plan", "criticism/query_plan.json"),
     ("train", "training/summary.json"),
     ("minify", "minified"),
     ("posterior_predictive_check", "criticism/cv.json"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -51,35 +52,34 @@ class NothingToHoldOut(QueryCheckError):
 
 
 def choose_query_batch(
-    batches: pd.Series,
+    counts: Mapping[str, int],
     requested: str | None,
     batch_key: str,
-    labelled: np.ndarray | None = None,
+    labelled_per_batch: Mapping[str, int] | None = None,
 ) -> str:
-    """The batch to hold out: ``requested`` (criticism.query_batch), or by default the smallest
-    batch with at least MIN_QUERY_CELLS cells (ties: the first by name). At least one other
-    batch must remain to train the reference on.
+    """The batch to hold out, from the cells per batch (dataset.json's `batches`):
+    ``requested`` (criticism.query_batch), or by default the smallest batch with at least
+    MIN_QUERY_CELLS cells (ties: the first by name). At least one other batch must remain to
+    train the reference on.
 
-    ``labelled`` (per cell; models whose reference trains on labels): the reference must keep
+    ``labelled_per_batch`` (models whose reference trains on labels): the reference must keep
     labelled cells, so a batch holding every labelled cell is never held out (a labelled
     reference beside an unlabelled query: the query is held out).
     """
-    names = batches.astype(str)
-    counts = names.value_counts()
+    counts = {str(b): int(n) for b, n in counts.items()}
     listing = ", ".join(f"{b} ({n} cells)" for b, n in sorted(counts.items()))
     if len(counts) < 2:
         raise QueryCheckError(
             f"criticism.query_check: the batch column {batch_key!r} (model.setup.batch_key) has "
             f"{len(counts)} batch; holding one out needs two or more ({listing})"
         )
-    keeps_labels = {b: True for b in counts.index}
-    if labelled is not None:
-        labelled = np.asarray(labelled, dtype=bool)
-        per_batch = pd.Series(labelled).groupby(names.to_numpy()).sum()
-        keeps_labels = {b: int(labelled.sum() - per_batch.get(b, 0)) > 0 for b in counts.index}
+    keeps_labels = dict.fromkeys(counts, True)
+    if labelled_per_batch is not None:
+        per_batch = {b: int(labelled_per_batch.get(b, 0)) for b in counts}
+        total = sum(per_batch.values())
+        keeps_labels = {b: total - per_batch[b] > 0 for b in counts}
         listing = ", ".join(
-            f"{b} ({n} cells, {int(per_batch.get(b, 0))} labelled)"
-            for b, n in sorted(counts.items())
+            f"{b} ({n} cells, {per_batch[b]} labelled)" for b, n in sorted(counts.items())
         )
     if requested is not None:
         if requested not in counts:
@@ -99,19 +99,48 @@ def choose_query_batch(
                 f"({listing})"
             )
         return requested
-    enough = counts[counts >= MIN_QUERY_CELLS]
-    if enough.empty:
+    enough = {b: n for b, n in counts.items() if n >= MIN_QUERY_CELLS}
+    if not enough:
         raise QueryCheckError(
             f"criticism.query_check: no batch of {batch_key!r} has {MIN_QUERY_CELLS} cells or "
             f"more to hold out ({listing}); set criticism.query_check: false"
         )
-    usable = [(n, b) for b, n in enough.items() if keeps_labels[b]]
+    usable = sorted((n, b) for b, n in enough.items() if keeps_labels[b])
     if not usable:
         raise NothingToHoldOut(
             f"every batch of {batch_key!r} with {MIN_QUERY_CELLS} cells or more holds every "
             f"labelled cell, so a reference trained without it would have no labels ({listing})"
         )
-    return min(usable)[1]
+    return usable[0][1]
+
+
+def plan_query(dataset: dict, settings: ModelSettings) -> dict:
+    """query_plan.json, decided before training from dataset.json (the cells, batches and
+    labelled cells per batch the model trains on): ``{RAN: True, "query_batch": ...}``, or the
+    check skipped and why. A criticism.query_batch the data cannot serve (or no batch to hold
+    out) raises QueryCheckError naming the key: the run stops before training."""
+    from .checks import skip_reason
+
+    reason = skip_reason("query_check", dataset, settings)
+    if reason:
+        return skipped(reason)
+    c, setup = settings.criticism, settings.model.setup
+    run, reason = should_run(c.query_check, dataset["n_cells"], c.query_check_max_cells)
+    if not run:
+        return skipped(reason)
+    if dataset.get("batches") is None:
+        raise QueryCheckError(
+            "dataset.json records no cells per batch (written by an older version of the "
+            "workflow); delete it to run the dataset step again"
+        )
+    labelled = (
+        dataset.get("labelled_per_batch") if settings.model.kind.has_unlabelled_cells else None
+    )
+    try:
+        batch = choose_query_batch(dataset["batches"], c.query_batch, setup.batch_key, labelled)
+    except NothingToHoldOut as reason:
+        return skipped(str(reason))
+    return {RAN: True, "query_batch": batch, "n_query_cells": dataset["batches"][batch]}
 
 
 def neighbours(latent: np.ndarray, k: int) -> np.ndarray:
@@ -199,12 +228,17 @@ def run_query_check(
     full_latent: pd.DataFrame,
     settings: ModelSettings,
     cuda_available: bool | None = None,
+    query_batch: str | None = None,
 ) -> dict:
-    """Hold out a batch of the training data (``data_path``: hvg.h5ad), train a reference
-    without it, map it, and compare with ``full_latent`` (the full model's latent posterior
-    means, indexed by cell). Returns query_check.json's content."""
+    """Hold out ``query_batch`` of the training data (``data_path``: hvg.h5ad), train a
+    reference without it, map it, and compare with ``full_latent`` (the full model's latent
+    posterior means, indexed by cell). Returns query_check.json's content. The rule's job holds
+    out the batch query_plan.json names; without one (benchmarks, tests) it is chosen from the
+    data here, the same way."""
     import anndata as ad
 
+    from .dataset_record import composition
+    from .datasets import cells_per_batch
     from .training import train_kwargs, train_model
 
     started = time.perf_counter()
@@ -214,10 +248,13 @@ def run_query_check(
     # backed: only the two slices are ever in memory, together as large as the training data
     backed = ad.read_h5ad(data_path, backed="r")
     obs = backed.obs
-    labelled = None
-    if kind.has_unlabelled_cells:  # its reference learns the labels: it must keep some
-        labelled = _labelled(obs[labels_key].astype(str).to_numpy(), setup.unlabeled_category)
-    batch = choose_query_batch(obs[batch_key], criticism.query_batch, batch_key, labelled)
+    batch = query_batch
+    if batch is None:
+        # its reference learns the labels (has_unlabelled_cells): it must keep some
+        labelled = composition(obs, setup).get("labelled_per_batch")
+        labelled = labelled if kind.has_unlabelled_cells else None
+        counts = cells_per_batch(obs, batch_key)
+        batch = choose_query_batch(counts, criticism.query_batch, batch_key, labelled)
     is_query = (obs[batch_key].astype(str) == batch).to_numpy()
     reference = backed[~is_query].to_memory()
     query = backed[is_query].to_memory()
@@ -315,20 +352,11 @@ def skipped(reason: str) -> dict:
 
 
 def check_query_mapping(
-    data_path: str, dataset_summary: dict, full_model_dir: str, settings: ModelSettings
+    data_path: str, plan: dict, full_model_dir: str, settings: ModelSettings
 ) -> dict:
-    """What the rule does: query_check.json for the model, run or skipped with the reason."""
-    from .checks import skip_reason
-
-    reason = skip_reason("query_check", dataset_summary, settings)
-    if reason:
-        return skipped(reason)
-    c = settings.criticism
-    run, reason = should_run(c.query_check, dataset_summary["n_cells"], c.query_check_max_cells)
-    if not run:
-        return skipped(reason)
+    """What the rule does: query_check.json for the model, from the plan made before training
+    (query_plan.json): the check skipped with its reason at once, or run on the planned batch."""
+    if not plan[RAN]:
+        return skipped(plan[SKIPPED_REASON])
     full = full_model_latent(full_model_dir, settings.model.model_class)
-    try:
-        return run_query_check(data_path, full, settings)
-    except NothingToHoldOut as reason:
-        return skipped(str(reason))
+    return run_query_check(data_path, full, settings, query_batch=plan["query_batch"])
