@@ -260,3 +260,53 @@ def test_the_dataset_step_sees_a_version_newer_than_the_one_downloaded(server):
     note = newer_version(record, partial(cellxgene.resolve, base=server.base, backoff_s=0))
     assert note["newest_version_id"] == VERSION_ID and not note["is_newest"]
     assert f"cellxgene:{VERSION_ID}" in note["how_to_move"]
+
+
+def test_a_rerun_says_a_newer_version_exists_and_runs_nothing(server, tmp_path):
+    """The dataset step checks once; a later run, with nothing to do, must say it too: one
+    request for the versions, no download, no job."""
+    import json
+
+    import yaml
+    from helpers import snakemake
+
+    older = server.versions[1].dataset_version_id
+    kept = tmp_path / "resources" / "cellxgene"
+    kept.mkdir(parents=True)
+    (kept / f"{DATASET_ID}.h5ad").write_bytes(b"old bytes")
+    record = {
+        "requested_id": DATASET_ID,
+        "dataset_id": DATASET_ID,
+        "dataset_version_id": older,
+        "newest_of_dataset": True,
+    }
+    (kept / f"{DATASET_ID}.json").write_text(json.dumps(record))
+    cfg = {
+        "models": {
+            "m": {
+                "dataset": {"source": f"cellxgene:{DATASET_ID}", "counts": "raw.X"},
+                "model": {"class": "SCVI"},
+            }
+        }
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    target = f"resources/cellxgene/{DATASET_ID}.h5ad"
+    env = {"CELLXGENE_API_URL": server.base, "NO_PROXY": "127.0.0.1,localhost"}
+    result = snakemake(
+        target, "--cores", "1", "--configfile", "cfg.yaml", workdir=tmp_path, env=env, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Nothing to be done" in output
+    assert f"CELLxGENE now lists a newer version {VERSION_ID}" in output
+    assert f"dataset.source: cellxgene:{VERSION_ID}" in output  # how to move
+    assert server.requests == [(f"/curation/v1/datasets/{DATASET_ID}/versions", None)]
+
+    # offline: said, and the run goes on
+    server.close()
+    result = snakemake(
+        target, "--cores", "1", "--configfile", "cfg.yaml", workdir=tmp_path, env=env, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "could not check for a newer version" in output and "Nothing to be done" in output

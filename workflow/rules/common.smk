@@ -69,6 +69,24 @@ if _publishing:
         raise WorkflowError(str(error)) from None
 
 
+# A bare CELLxGENE dataset id keeps the version downloaded first. Say on every run, dry runs
+# included, when a newer one exists: one short request per id (no retry), and nothing re-runs;
+# offline, only that it could not check. Not in a cluster job's own process.
+_records = [s.dataset.location.record_path for s in MODELS.values()]
+_records = [path for path in _records if path and Path(path).exists()]
+if _records and workflow.is_main_process:
+    from functools import partial
+
+    from scvi_hub_workflow.cellxgene import newest_version
+    from scvi_hub_workflow.dataset_record import say_newer_versions
+
+    say_newer_versions(
+        _records,
+        partial(newest_version, timeout_s=5.0),
+        lambda message, *args: logger.warning(message % args),
+    )
+
+
 def warn_of_missing_gpu():
     """Say before the first job, not after the dataset and HVG jobs, that training will fail."""
     from scvi_hub_workflow.training import models_missing_a_gpu

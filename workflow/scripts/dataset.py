@@ -4,7 +4,7 @@ import json
 from functools import partial
 from pathlib import Path
 
-from scvi_hub_workflow.cellxgene import resolve
+from scvi_hub_workflow.cellxgene import newest_version
 from scvi_hub_workflow.datasets import newer_version, prepare_dataset
 from scvi_hub_workflow.rule_io import logged_to, write_json
 from scvi_hub_workflow.settings import from_text
@@ -19,7 +19,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         record,
     )
     # a bare dataset id: is the version downloaded first still the newest?
-    check = partial(resolve, attempts=2, backoff_s=1.0, timeout_s=20.0)
+    check = partial(newest_version, timeout_s=20.0)
     if (note := newer_version(record, check)) is not None:
         summary["cellxgene_version_check"] = note
     log.info("dataset: %s", summary)

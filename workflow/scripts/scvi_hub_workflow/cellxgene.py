@@ -204,6 +204,23 @@ def resolve(
     return _from_version(call, versions_url, versions[0], newest=True)
 
 
+def newest_version(
+    dataset_id: str, base: str | None = None, *, timeout_s: float = 5.0
+) -> ResolvedDataset:
+    """The newest published version of a dataset id, in one request and without retries
+    (GET .../datasets/{id}/versions): whether data downloaded earlier are still the newest."""
+    base = (base or api_url()).rstrip("/")
+    call = _Call(dataset_id, ())
+    url = f"{base}/curation/v1/datasets/{urllib.parse.quote(dataset_id, safe='')}/versions"
+    body, error = _get_json(call, url, attempts=1, backoff_s=0.0, timeout_s=timeout_s)
+    if error is not None:
+        raise _refused(call, url, error)
+    versions = _version_list(call, url, body)
+    if not versions:
+        raise call.error("the dataset has no published version", url, 200, retryable=False)
+    return _from_version(call, url, versions[0], newest=True)
+
+
 def _refused(call: _Call, url: str, error: urllib.error.HTTPError) -> CellxgeneError:
     """A 4xx the caller does not handle: 410 withdrawn, 401 and the rest."""
     detail = _problem_detail(error)

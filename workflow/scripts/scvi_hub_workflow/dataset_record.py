@@ -33,14 +33,14 @@ def composition(obs: pd.DataFrame, setup: Setup) -> dict:
     return out
 
 
-def newer_version(record: dict | None, resolve) -> dict | None:
+def newer_version(record: dict | None, resolve, warn=log.warning) -> dict | None:
     """For data from a bare CELLxGENE dataset id: is the version downloaded first still the
     dataset's newest? None for any other source.
 
     The download is kept (resources/cellxgene/<id>.h5ad) and read by every later run, so a
-    newer version would otherwise go unseen. ``resolve(dataset_id)`` asks the API (the
-    cellxgene step's ``resolve``); a failed check is recorded and logged, and does not stop
-    the step.
+    newer version would otherwise go unseen. ``resolve(dataset_id)`` asks the API
+    (cellxgene.newest_version); a failed check is recorded and said with ``warn`` (the
+    logging call), and stops nothing.
     """
     if not record or not record.get("newest_of_dataset"):
         return None
@@ -49,7 +49,7 @@ def newer_version(record: dict | None, resolve) -> dict | None:
     try:
         newest = resolve(record["dataset_id"]).dataset_version_id
     except (DownloadError, OSError, ValueError) as error:
-        log.warning("cellxgene:%s: could not check for a newer version (%s)", requested, error)
+        warn("cellxgene:%s: could not check for a newer version (%s)", requested, error)
         return note | {"checked": False, "reason": str(error)}
     note |= {"checked": True, "newest_version_id": newest, "is_newest": newest == downloaded}
     if newest != downloaded:
@@ -59,10 +59,29 @@ def newer_version(record: dict | None, resolve) -> dict | None:
             f"resources/cellxgene/{requested}.json and run again (every model reading it "
             f"re-runs), or pin it: dataset.source: cellxgene:{newest}"
         )
-        log.warning(
+        warn(
             "cellxgene:%s: CELLxGENE now lists a newer version %s; %s",
             requested,
             newest,
             note["how_to_move"],
         )
     return note
+
+
+def say_newer_versions(record_paths, resolve, warn) -> list[dict]:
+    """On every run, for the CELLxGENE downloads already made (their records,
+    resources/cellxgene/<id>.json): say when a bare dataset id has a newer version than the one
+    kept, without running the dataset step again. Records not there yet are skipped (their
+    download, in this run, gets the newest). Returns the notes."""
+    import json
+    from pathlib import Path
+
+    notes = []
+    for path in sorted(set(record_paths)):
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if (note := newer_version(record, resolve, warn)) is not None:
+            notes.append(note)
+    return notes
