@@ -121,6 +121,25 @@ def test_the_ceiling_is_what_a_model_that_knows_the_truth_scores():
     assert metrics.replicate_ceiling(samples)["mae"] > 0
 
 
+@pytest.mark.parametrize("n_samples", [2, 3])
+def test_the_ceiling_is_that_of_a_model_of_as_many_samples(n_samples):
+    # Per cell a true CV mu and noise of its own size; the model averages n samples, as the
+    # model is scored. Each sample against the mean of the n - 1 others scores lower (by 0.08
+    # in Pearson and 0.25 in R² at n = 2): the ceiling corrects that to n samples.
+    rng = np.random.default_rng(0)
+    model, ceiling = [], []
+    for _ in range(40):
+        mu = rng.normal(1.0, 0.3, 3000)
+        noise = 0.3 * rng.uniform(0.5, 1.5, mu.size)  # heteroscedastic
+        observed = mu + noise * rng.standard_normal(mu.size)
+        samples = mu + noise * rng.standard_normal((n_samples, mu.size))
+        model.append(metrics.compare_cv(samples.mean(axis=0), observed))
+        ceiling.append(metrics.replicate_ceiling(samples))
+    for key, tolerance in (("mae", 0.003), ("pearson", 0.01), ("spearman", 0.01), ("r2", 0.02)):
+        expected = np.mean([row[key] for row in model])
+        assert np.mean([row[key] for row in ceiling]) == pytest.approx(expected, abs=tolerance)
+
+
 def test_the_ceiling_needs_two_samples_and_is_perfect_for_identical_ones():
     cvs = np.random.default_rng(0).random((1, 50))
     assert all(np.isnan(v) for v in metrics.replicate_ceiling(cvs).values())

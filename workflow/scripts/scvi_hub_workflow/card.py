@@ -242,7 +242,8 @@ def _posterior_predictive_sections(cv: dict, de: dict) -> list[str]:
         "cells is preserved by the generated model expression. Even a model that is exactly "
         "right does not reach 1: the observed counts are one noisy draw. Beside each value, "
         "what such a model reaches on the same cells (its ceiling: each posterior sample in "
-        "turn scored as if it were the data); compare a value with it, not with a "
+        "turn scored as if it were the data, against a model of as many samples); compare a "
+        "value with it, not with a "
         "fixed threshold: well below it, the model misses variation its noise does not "
         "explain. R² takes the observed data as the truth. Training and validation cells are "
         "the model's own split.",

@@ -59,20 +59,75 @@ def compare_cv(model_cv: np.ndarray, observed_cv: np.ndarray) -> dict[str, float
 
 
 def replicate_ceiling(sample_cvs: np.ndarray) -> dict[str, float]:
-    """The CV metrics a model that is exactly right reaches: what ``compare_cv`` gives when the
-    data are drawn from the model itself (docs/metrics.md, "The ceiling").
+    """The CV metrics a model that is exactly right reaches with ``n`` samples: what
+    ``compare_cv`` gives, in expectation, when the data are drawn from the model itself
+    (docs/metrics.md, "The ceiling").
 
     ``sample_cvs`` is (samples, cells or genes): the CVs of each posterior sample. Each sample
-    in turn stands in for the observed data and the mean of the other samples for the model;
-    the metrics are averaged over the samples. NaN with fewer than two samples.
+    in turn stands in for the observed data and the mean of the other ``n - 1`` samples for
+    the model (``leave_one_out_scores``); those scores are then corrected from a model of
+    ``n - 1`` samples to one of ``n``, as the model is scored (``to_n_samples``). NaN with
+    fewer than two samples.
     """
     sample_cvs = np.asarray(sample_cvs, dtype=np.float64)
     n = sample_cvs.shape[0]
     if n < 2 or sample_cvs.shape[1] == 0:
         return dict.fromkeys(CV_METRICS, float("nan"))
+    return to_n_samples(leave_one_out_scores(sample_cvs), sample_cvs)
+
+
+def leave_one_out_scores(sample_cvs: np.ndarray) -> dict[str, float]:
+    """``compare_cv`` of the mean of the other ``n - 1`` samples against each sample, averaged
+    over the samples: the ceiling of a model scored with ``n - 1`` samples."""
+    sample_cvs = np.asarray(sample_cvs, dtype=np.float64)
+    n = sample_cvs.shape[0]
     total = sample_cvs.sum(axis=0)
     rows = [compare_cv((total - sample_cvs[k]) / (n - 1), sample_cvs[k]) for k in range(n)]
     return {key: _mean([row[key] for row in rows]) for key in CV_METRICS}
+
+
+def to_n_samples(scores: dict[str, float], sample_cvs: np.ndarray) -> dict[str, float]:
+    """Leave-one-out scores (a model averaging ``n - 1`` samples) as a model averaging all
+    ``n`` scores them. Per cell or gene i, a sample's CV is mu_i + e (variance s_i^2, the same
+    distribution as the data's CV for a model that is exactly right), so with a model of m
+    samples, model - data has mean 0 and variance s_i^2 (1 + 1/m):
+
+    * R²: the expected squared error scales by (1 + 1/n) / (1 + 1/(n-1)) = 1 - 1/n², exactly;
+      the data's variance does not change.
+    * MAE: by sqrt(1 - 1/n²), exact when the error's shape does not depend on m (normal).
+    * Pearson: the covariance with the data is var(mu) whatever m; the model side's variance
+      across cells is var(mu) + S/m (S: the mean of s_i^2), so the correlation grows by
+      sqrt((var(mu) + S/(n-1)) / (var(mu) + S/n)) = sqrt(1 + S / (n (n-1) V)), V = var(mu)
+      + S/n the variance of the n-sample means, S from the samples' spread per cell or gene.
+    * Spearman: as Pearson, on each sample's normal scores, through the normal copula.
+    """
+    sample_cvs = np.asarray(sample_cvs, dtype=np.float64)
+    n = sample_cvs.shape[0]
+    shrink = 1.0 - 1.0 / n**2
+    return {
+        "mae": scores["mae"] * float(np.sqrt(shrink)),
+        "pearson": _correlation_to_n(scores["pearson"], sample_cvs),
+        "spearman": _rank_correlation_to_n(scores["spearman"], sample_cvs),
+        "r2": 1.0 - (1.0 - scores["r2"]) * shrink,
+    }
+
+
+def _correlation_to_n(value: float, sample_values: np.ndarray) -> float:
+    n = sample_values.shape[0]
+    spread = float(np.mean(np.var(sample_values, axis=0, ddof=1)))  # S
+    between = float(np.var(sample_values.mean(axis=0)))  # V
+    if not between > 0:
+        return float("nan")
+    return float(np.clip(value * np.sqrt(1.0 + spread / (n * (n - 1) * between)), -1.0, 1.0))
+
+
+def _rank_correlation_to_n(value: float, sample_cvs: np.ndarray) -> float:
+    # Spearman as the Pearson of normal scores (normal copula: r = 2 sin(pi r_s / 6)), whose
+    # noise the samples' normal scores give
+    ranks = stats.rankdata(sample_cvs, axis=1)
+    scores = stats.norm.ppf(ranks / (sample_cvs.shape[1] + 1))
+    pearson = _correlation_to_n(2 * np.sin(np.pi * value / 6), scores)
+    return float(6 / np.pi * np.arcsin(pearson / 2))
 
 
 def r2(*, y_true: np.ndarray, y_pred: np.ndarray) -> float:
