@@ -200,7 +200,9 @@ def planned_before_training(checkpoint, applies=lambda settings: True):
     re-runs the plan and the checks that read it, never the training. Not an ancient() edge:
     Snakemake 9 then skips the params of every job downstream of train once the plan re-runs
     (snakemake#4166). As a checkpoint, the plan is no input of the train job that runs (the
-    job is planned again once the plan exists), so the model's recorded inputs stay the same."""
+    job is planned again once the plan exists), so the model's recorded inputs stay the same.
+    A trained model that re-trains (a changed model key) does not wait: its plan, if it re-runs
+    too, runs beside the training and stops the run when it fails, the new model kept."""
 
     def wait(wildcards):
         model = wildcards.model
