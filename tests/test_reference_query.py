@@ -75,6 +75,12 @@ def test_the_query_check_holds_out_the_unlabelled_batch_and_skips_label_metrics(
     results = refquery_run / "results/refquery"
     check = json.loads((results / "criticism/query_check.json").read_text())
     assert check["ran"] is True and check["query_batch"] == "batch_1"
+    # decided before training, from dataset.json, and read by the check's job
+    plan = json.loads((results / "criticism/query_plan.json").read_text())
+    assert plan == {"ran": True, "query_batch": "batch_1", "n_query_cells": check["n_query_cells"]}
+    assert (
+        "holding out batch 'batch_1'" in (refquery_run / "logs/refquery/query_plan.log").read_text()
+    )
     assert np.isfinite(check["knn_overlap"])
     # no labelled query cells: no agreement with labels, and the record says why
     assert check["label_agreement"] is None and check["classifier"] is None
