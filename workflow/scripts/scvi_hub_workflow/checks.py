@@ -11,7 +11,8 @@ A check that applies to a model but cannot run on its data writes `{"ran": false
 allows is known once the dataset step has written dataset.json (cells, batches), after the DAG is
 planned: each check's `cannot_run(dataset.json, settings)` gives the reason it cannot, and the
 check's job asks `skip_reason` first, so it writes the reason at once, before any training or
-metric. The DAG stays the same whatever the data.
+metric (the query check's plan asks before the model trains: query_check.plan_query). The DAG
+stays the same whatever the data.
 """
 
 from __future__ import annotations
