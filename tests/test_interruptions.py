@@ -181,7 +181,10 @@ def test_killed_four_times_then_the_same_command_completes(tmp_path):
         receipt = json.loads((results / "publish.json").read_text())
         repo = hub.repo(REPO_ID)
         assert len(repo.commits) == 2, [c.title for c in repo.commits]  # committed once
-        assert receipt["commit"] == repo.head.oid and receipt["verification"]["passed"]
+        assert (
+            receipt["commit"] == repo.head.oid
+            and receipt["certification"]["verification"]["passed"]
+        )
         assert not receipt["new_commit"]  # the rerun found its files already there
         for entry in receipt["files"]:
             assert (

@@ -60,8 +60,8 @@ def test_publishes_both_models_in_one_commit_each_and_scvi_pulls_them(
             assert (entry["size"], entry["sha256"]) == (len(local), sha256(local))
         assert_remote_equals_local(hub, repo_id, model.hub_dir)
 
-        # The pull-back check ran scvi-tools on the published commit and compared latents.
-        verification = receipt["verification"]
+        # Verification, a step of certification: the downloaded commit equals the local model.
+        verification = receipt["certification"]["verification"]
         assert verification["commit"] == receipt["commit"]
         assert verification["passed"] and verification["model_class"] == "SCVI"
         assert verification["cells_compared"] > 0
@@ -103,7 +103,7 @@ def test_rerun_with_unchanged_files_makes_no_commit(hub, tiny, tmp_path, transfe
     assert again.receipt["new_commit"] is False
     assert again.receipt["commit"] == first.receipt["commit"]
     assert "no commit made" in again.receipt["message"]
-    assert again.receipt["verification"]["passed"]
+    assert again.receipt["certification"]["verification"]["passed"]
 
 
 def test_server_error_on_commit_leaves_repo_unchanged_and_a_retry_succeeds(hub, tiny, tmp_path):
@@ -359,10 +359,13 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     assert "alice/tiny-scanvi" in (workdir / "results/tiny-scanvi/hub/README.md").read_text()
     for name in names:
         receipt = json.loads((workdir / "results" / name / "publish.json").read_text())
-        assert receipt["published"] and receipt["verification"]["passed"]
+        assert receipt["published"] and receipt["certification"]["verification"]["passed"]
         certification = receipt["certification"]
         assert certification["passed"] and certification["revision"] == receipt["commit"]
         assert "provenance.json" in certification["files"]
+        # also in the rule's log, which a failed job keeps
+        record = json.loads((workdir / "logs" / name / "certification.json").read_text())
+        assert record == {"certified": True, **certification}
         assert hub.commit_count(f"alice/{name}") == 2
     # the class that maps queries was certified by mapping held-out cells onto it
     scanvi = json.loads((workdir / "results/tiny-scanvi/publish.json").read_text())
@@ -410,9 +413,56 @@ def test_tissue_check_compares_the_card_and_provenance_with_the_data():
 def test_a_push_whose_card_names_another_tissue_fails_certification(hub, tiny, tmp_path):
     card = tiny.hub_dir / "README.md"
     card.write_text(card.read_text().replace("- tissue:blood", "- tissue:lung"))
-    done = run_publish(hub, tiny, tmp_path, {"repo_id": "alice/tiny"}, "xet")
+    record = tmp_path / "logs" / "certification.json"
+    extra = ("--certification", str(record))
+    done = run_publish(hub, tiny, tmp_path, {"repo_id": "alice/tiny"}, "xet", extra_args=extra)
     assert done.returncode == 1 and done.receipt is None
     assert "certification of alice/tiny at" in done.output
     assert "the card's tissue ['lung'] is not in the data" in done.output
     assert "already public on the Hub" in done.output
+    assert f"recorded in {record}" in done.output  # the message points to the record
     assert hub.commit_count("alice/tiny") == 2  # the commit was made: the message says so
+    # the failure is recorded where it survives the failed job: what ran, the revision, why
+    failed = json.loads(record.read_text())
+    assert failed["certified"] and not failed["passed"]
+    assert failed["revision"] == hub.repo("alice/tiny").head.oid
+    assert failed["ran"].startswith("scArches query mapping")
+    assert failed["verification"]["passed"]  # the model itself is the one trained
+    assert "the card's tissue ['lung'] is not in the data" in failed["reason"]
+    assert "already public on the Hub" in failed["error"]
+
+
+@pytest.mark.slow
+def test_a_push_whose_weights_differ_from_the_local_model_fails_verification(hub, tiny, tmp_path):
+    import torch
+
+    # the local model the job compares with is not the one in the hub folder
+    saved = torch.load(tiny.model_dir / "model.pt", weights_only=False)
+    name = next(k for k, v in saved["model_state_dict"].items() if v.dtype.is_floating_point)
+    saved["model_state_dict"][name] += 1.0
+    torch.save(saved, tiny.model_dir / "model.pt")
+    record = tmp_path / "certification.json"
+    extra = ("--certification", str(record))
+    done = run_publish(hub, tiny, tmp_path, {"repo_id": "alice/tiny"}, "lfs", extra_args=extra)
+    assert done.returncode == 1 and done.receipt is None
+    assert "verification: the pulled model differs from the local one" in done.output
+    failed = json.loads(record.read_text())
+    assert not failed["passed"] and failed["verification"]["max_abs_weight_difference"] >= 1.0
+
+
+def test_the_certification_record_says_why_none_ran(tiny, tmp_path, monkeypatch):
+    """Publishing disabled, or stopped before the commit: the record says so (no stale one)."""
+    record = tmp_path / "certification.json"
+    record.write_text('{"passed": true}')  # a previous run's
+    settings = section_settings("publish", {"enabled": False})
+    publish.run(tiny.hub_dir, tiny.model_dir, settings, tmp_path / "p.json", record)
+    assert json.loads(record.read_text()) == {
+        "certified": False,
+        "reason": "publishing is disabled",
+    }
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    settings = section_settings("publish", {"enabled": True, "repo_id": None})
+    with pytest.raises(publish.PublishError, match="repo_id is not set"):
+        publish.run(tiny.hub_dir, tiny.model_dir, settings, tmp_path / "p.json", record)
+    failed = json.loads(record.read_text())
+    assert not failed["certified"] and "publishing failed first" in failed["reason"]

@@ -5,7 +5,9 @@ rule publish:
     output:
         "results/{model}/publish.json",
     log:
-        "logs/{model}/publish.log",
+        log="logs/{model}/publish.log",
+        # the certification of the push, passed or why not: a log, so that a failed job keeps it
+        certification="logs/{model}/certification.json",
     localrule: True
     conda:
         "../../envs/publish.yaml"

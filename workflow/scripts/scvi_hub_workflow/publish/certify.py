@@ -4,7 +4,8 @@ Download exactly the pushed revision into an empty folder, load it in a fresh `p
 process that cannot import this package (certify_child.py), run the model's downstream use
 (scArches query mapping of held-out cells for a class that maps queries; else loading it and
 reading its latent space), and check that the repo's data are the configured tissue: the
-subset in provenance.json and the card's tissue tags against the data's obs.
+subset in provenance.json and the card's tissue tags against the data's obs. Verification is
+one of its steps: the same download's weights and latent space against the local model.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import yaml
 from ..layout import CARD_FILE, DATA_FILE, HUB_FILES, PROVENANCE_FILE, SPLIT_COLUMN
 from ..model_kinds import kind_of
 from .errors import PublishError
+from .verify import VERIFY_CELLS, compare_with_local
 
 CHILD = Path(__file__).with_name("certify_child.py")
 QUERY_CELLS = 50
@@ -104,15 +106,18 @@ def write_query(model_dir: str | os.PathLike, out: Path, n_cells: int = QUERY_CE
     return int(query.n_obs)
 
 
-def _run_child(repo_dir: Path, query: str, epochs: int, timeout_s: int) -> dict:
+def _run_child(
+    repo_dir: Path, query: str, epochs: int, latent: Path, model_dir: str, timeout_s: int
+) -> dict:
     # No PYTHONPATH, no user site, nothing from the Hub's credentials: a user's fresh process.
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("PYTHON", "HF_", "HUGGINGFACE", "SNAKEMAKE"))
     }
+    command = [sys.executable, "-I", str(CHILD), str(repo_dir), query, str(epochs), str(latent)]
     done = subprocess.run(
-        [sys.executable, "-I", str(CHILD), str(repo_dir), query, str(epochs)],
+        [*command, str(VERIFY_CELLS), str(Path(model_dir).resolve())],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -126,6 +131,45 @@ def _run_child(repo_dir: Path, query: str, epochs: int, timeout_s: int) -> dict:
     return {"passed": False, "reason": f"the loading process exited {done.returncode}: {tail}"}
 
 
+def _certify_folder(
+    repo_dir: Path, commit: str, model_dir: str | os.PathLike, epochs: int, timeout_s: int
+) -> dict[str, Any]:
+    """The checks of a downloaded revision, in order; the first failure is the reason."""
+    import numpy as np
+
+    files = sorted(
+        p.relative_to(repo_dir).as_posix()
+        for p in repo_dir.rglob("*")
+        if p.is_file() and ".cache" not in p.parts
+    )
+    result: dict[str, Any] = {"revision": commit, "files": files}
+    missing = sorted(set(HUB_FILES) - set(files))
+    if missing:
+        return {**result, "passed": False, "reason": f"the revision lacks {missing}"}
+    provenance = json.loads((repo_dir / PROVENANCE_FILE).read_text())
+    model_class = provenance.get("settings", {}).get("model", {}).get("class")
+    query = "-"
+    if model_class and kind_of(model_class).can_map_queries:
+        query = str(repo_dir.parent / "query.h5ad")
+        write_query(model_dir, Path(query))
+    latent = repo_dir.parent / "latent.npz"
+    result.update(_run_child(repo_dir, query, epochs, latent, model_dir, timeout_s))
+    if result["passed"]:
+        with np.load(latent) as pulled:
+            result["verification"] = compare_with_local(repo_dir, model_dir, pulled, commit)
+        result["verification"]["model_class"] = result["model_class"]
+        if not result["verification"]["passed"]:
+            reason = f"verification: {result['verification']['reason']}"
+            result.update(passed=False, reason=reason)
+    data = tissue_check(
+        _read_obs(repo_dir / DATA_FILE), (repo_dir / CARD_FILE).read_text(), provenance
+    )
+    result["data_check"] = data
+    if result["passed"] and not data["passed"]:
+        result.update(passed=False, reason=data["reason"])
+    return result
+
+
 def certify(
     repo_id: str,
     commit: str,
@@ -135,8 +179,10 @@ def certify(
     epochs: int = QUERY_EPOCHS,
     timeout_s: int = CHILD_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Certify ``repo_id`` at ``commit`` (see the module doc); a failure raises PublishError
-    naming the reason and what to do, and the result otherwise is the receipt's entry."""
+    """Certify ``repo_id`` at ``commit`` (see the module doc): one download of the revision,
+    then its checks (the fresh process's load and downstream use, the comparison with the local
+    model, the data). Returns the result, ``passed`` or not with its ``reason``; the caller
+    records it and fails the job with :func:`certification_error`."""
     from huggingface_hub import snapshot_download
 
     with tempfile.TemporaryDirectory(prefix="scvi-hub-certify-") as tmp:
@@ -148,34 +194,15 @@ def certify(
             cache_dir=Path(tmp) / "cache",
             token=token,
         )
-        files = sorted(
-            p.relative_to(repo_dir).as_posix()
-            for p in repo_dir.rglob("*")
-            if p.is_file() and ".cache" not in p.parts
-        )
-        result: dict[str, Any] = {"revision": commit, "files": files}
-        missing = sorted(set(HUB_FILES) - set(files))
-        loaded = {"passed": False, "reason": f"the revision lacks {missing}"}
-        if not missing:
-            provenance = json.loads((repo_dir / PROVENANCE_FILE).read_text())
-            model_class = provenance.get("settings", {}).get("model", {}).get("class")
-            maps_queries = bool(model_class) and kind_of(model_class).can_map_queries
-            query = "-"
-            if maps_queries:
-                query = str(Path(tmp) / "query.h5ad")
-                write_query(model_dir, Path(query))
-            loaded = _run_child(repo_dir, query, epochs, timeout_s)
-            data = tissue_check(
-                _read_obs(repo_dir / DATA_FILE), (repo_dir / CARD_FILE).read_text(), provenance
-            )
-            result["data_check"] = data
-            if loaded["passed"] and not data["passed"]:
-                loaded = {**loaded, "passed": False, "reason": data["reason"]}
-    result.update(loaded)
-    if not result["passed"]:
-        raise PublishError(
-            f"certification of {repo_id} at {commit} failed: {result['reason']}. The commit is "
-            "already public on the Hub: fix the cause and publish again (a new commit replaces "
-            "it), or revert the commit on the Hub so users do not meet it"
-        )
-    return result
+        return _certify_folder(repo_dir, commit, model_dir, epochs, timeout_s)
+
+
+def certification_error(repo_id: str, result: dict[str, Any], record: str | None) -> PublishError:
+    """The job's error for a failed certification: the reason, that the commit is already
+    public, what to do, and where the record is."""
+    where = f" The certification is recorded in {record}." if record else ""
+    return PublishError(
+        f"certification of {repo_id} at {result.get('revision')} failed: {result['reason']}. "
+        "The commit is already public on the Hub: fix the cause and publish again (a new commit "
+        f"replaces it), or revert the commit on the Hub so users do not meet it.{where}"
+    )

@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the trained model folder (verification)")
     parser.add_argument("--settings", required=True, help="the publish settings, as JSON")
     parser.add_argument("--receipt", required=True, help="where to write the receipt")
+    parser.add_argument(
+        "--certification", help="where to record the certification (kept when it fails)"
+    )
     parser.add_argument("--max-file-bytes", type=int, default=HUB_MAX_FILE_BYTES)
     parser.add_argument("--attempts", type=int, default=ATTEMPTS)
     parser.add_argument(
@@ -35,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             args.model,
             section_settings("publish", json.loads(args.settings)),
             args.receipt,
+            args.certification,
             max_file_bytes=args.max_file_bytes,
             attempts=args.attempts,
             wait_s=args.wait,

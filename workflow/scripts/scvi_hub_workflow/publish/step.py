@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -9,9 +10,9 @@ from typing import Any
 
 from ..layout import ATTEMPTS, FIRST_WAIT_S
 from ..settings import PublishSettings
-from .certify import certify
+from .certify import certification_error, certify
 from .commit import add_to_collection, commit_hub_folder, status_of
-from .errors import PublishError
+from .errors import CertificationFailed, PublishError
 from .manifest import (
     HUB_MAX_FILE_BYTES,
     build_manifest,
@@ -21,7 +22,7 @@ from .manifest import (
     public_files,
 )
 from .token import find_token, redact, token_redacted
-from .verify import VERIFY_CELLS, check_verifiable, verify_pull
+from .verify import VERIFY_CELLS, check_verifiable
 
 log = logging.getLogger("scvi_hub_workflow.publish")
 
@@ -35,8 +36,10 @@ def publish(
     max_file_bytes: int = HUB_MAX_FILE_BYTES,
     attempts: int = ATTEMPTS,
     wait_s: float = FIRST_WAIT_S,
+    certification_record: str | None = None,
 ) -> dict[str, Any]:
-    """Publish ``hub_dir`` to ``settings.repo_id`` and return the receipt (see module doc)."""
+    """Publish ``hub_dir`` to ``settings.repo_id`` and return the receipt (see module doc);
+    a failed certification raises CertificationFailed naming ``certification_record``."""
     from huggingface_hub import HfApi, constants
 
     started = now()
@@ -71,15 +74,19 @@ def publish(
         "started_at": started,
     }
     if settings.verify:
-        receipt["verification"] = verify_pull(repo_id, commit, model_dir, token)
-        # the revision as a user meets it: fresh download and process, downstream use, data
-        receipt["certification"] = certify(repo_id, commit, model_dir, token)
-        data = receipt["certification"].get("data_check") or {}
+        # one download of the revision as a user meets it: fresh folder and process, its
+        # downstream use, the comparison with the local model (verification), the data
+        certification = certify(repo_id, commit, model_dir, token)
+        receipt["certification"] = certification
+        if not certification["passed"]:
+            error = certification_error(repo_id, certification, certification_record)
+            raise CertificationFailed(str(error), certification)
+        data = certification.get("data_check") or {}
         log.info(
-            "certified %s at %s: %s; data: %s",
+            "certified %s at %s: %s; verified against the local model; data: %s",
             repo_id,
             commit,
-            receipt["certification"].get("ran"),
+            certification.get("ran"),
             "; ".join(data.get("checked") or []) or "nothing to compare",
         )
     if settings.collection:
@@ -107,27 +114,49 @@ def run(
     model_dir: str | os.PathLike,
     settings: PublishSettings,
     receipt_path: str | os.PathLike,
+    certification_path: str | os.PathLike | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """What the rule does: a manifest when publishing is off, else publish; write the receipt.
 
-    Any failure surfaces as a :class:`PublishError` whose text (and chain) is token-free.
+    ``certification_path`` (the rule's log, which Snakemake keeps when the job fails) records
+    the certification whatever happens: the result, or why none ran; on a failure also the
+    error. Any failure surfaces as a :class:`PublishError` whose text (and chain) is token-free.
     """
     from ..rule_io import write_json
 
-    if not settings.enabled:
-        receipt = manifest_receipt(hub_dir, settings)
-    else:
-        token = find_token()
-        if token is None:
-            raise PublishError("publishing is enabled but no token: set HF_TOKEN or log in")
-        try:
-            with token_redacted(token):
-                receipt = publish(hub_dir, model_dir, settings, token, **options)
-        except PublishError as error:
-            raise PublishError(redact(str(error), token)) from None
-        except Exception as error:
-            message = redact(f"{type(error).__name__}: {error}", token)
-            raise PublishError(f"publishing {settings.repo_id} failed: {message}") from None
+    record: dict[str, Any] = {"certified": False, "reason": "publishing is disabled"}
+    token = None
+    try:
+        if not settings.enabled:
+            receipt = manifest_receipt(hub_dir, settings)
+        else:
+            token = find_token()
+            if token is None:
+                raise PublishError("publishing is enabled but no token: set HF_TOKEN or log in")
+            record["reason"] = "publish.verify is false"
+            if certification_path is not None:
+                options["certification_record"] = str(certification_path)
+            try:
+                with token_redacted(token):
+                    receipt = publish(hub_dir, model_dir, settings, token, **options)
+            except CertificationFailed as error:
+                message = redact(str(error), token)
+                record = {"certified": True, **error.certification, "error": message}
+                raise PublishError(message) from None
+            except PublishError as error:
+                raise PublishError(redact(str(error), token)) from None
+            except Exception as error:
+                message = redact(f"{type(error).__name__}: {error}", token)
+                raise PublishError(f"publishing {settings.repo_id} failed: {message}") from None
+            if "certification" in receipt:
+                record = {"certified": True, **receipt["certification"]}
+    except PublishError as error:
+        if not record.get("certified"):
+            record = {"certified": False, "reason": f"publishing failed first: {error}"}
+        raise
+    finally:
+        if certification_path is not None:
+            write_json(certification_path, json.loads(redact(json.dumps(record), token)))
     write_json(receipt_path, receipt)
     return receipt

@@ -1,14 +1,12 @@
-"""Verification: pull the commit back as a user would and compare it with the local model."""
+"""Verification: the pushed revision (downloaded once, by certification) equals the local model."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..model_kinds import kind_of
 from .errors import PublishError
 
 LATENT_TOLERANCE = 1e-4
@@ -25,7 +23,7 @@ def _obs_names(path: Path) -> list[str]:
 
 
 def check_verifiable(hub_dir: Path, model_dir: str | os.PathLike, n_cells: int) -> None:
-    """Before the commit: what ``verify_pull`` will need, so a commit is never left unverifiable.
+    """Before the commit: what ``compare_with_local`` needs, so no commit is left unverifiable.
 
     Verification matches cells by obs name: the names must be unique in the published and in
     the local data, and the first ``n_cells`` published cells must be local ones.
@@ -51,64 +49,61 @@ def check_verifiable(hub_dir: Path, model_dir: str | os.PathLike, n_cells: int) 
         )
 
 
-def verify_pull(
-    repo_id: str,
-    commit: str,
-    model_dir: str | os.PathLike,
-    token: str,
-    n_cells: int = VERIFY_CELLS,
-) -> dict[str, Any]:
-    """Pull ``commit`` as a user would (fresh cache), load it, compare it with the local model.
+def _weights(path: Path) -> dict:
+    import torch
 
-    Two checks: the pulled weights equal the local model's, and the latent representation of
-    the first cells (matched by obs name) equals the local model's.
+    # scvi-tools' own format (model.pt), read as scvi-tools reads it; its tensors (the module's
+    # state dict, without the pyro parameter store scvi-tools adds for its Pyro models)
+    saved = torch.load(path, map_location="cpu", weights_only=False)["model_state_dict"]
+    return {k: v for k, v in saved.items() if isinstance(v, torch.Tensor)}
+
+
+def compare_with_local(
+    repo_dir: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    pulled: dict[str, Any],
+    commit: str,
+) -> dict[str, Any]:
+    """Verification, a step of certification: the downloaded revision ``repo_dir`` against the
+    local model. Its weights must equal the local model's, and the latent representation of its
+    first cells must equal the local model's of the same cells (matched by obs name) to
+    LATENT_TOLERANCE. ``pulled``: as the fresh process read them (certify_child.py), the cells'
+    ``names``, ``latent`` (empty for a class without one), ``local_latent`` and the names the
+    local data lack (``missing``).
+
+    Returns the result (``passed``, with the ``reason`` when not); raises nothing itself.
     """
     import numpy as np
-    import scvi.hub
 
-    with tempfile.TemporaryDirectory(prefix="scvi-hub-verify-") as cache:
-        hub_model = scvi.hub.HubModel.pull_from_huggingface_hub(
-            repo_id, cache_dir=cache, revision=commit, token=token
-        )
-        pulled = hub_model.model
-        names = list(pulled.adata.obs_names[:n_cells])
-        # a class without a latent space (RNAStereoscope) is compared by its weights alone
-        has_latent = kind_of(type(pulled).__name__).has_latent
-        # What a user gets: for a minified model, the stored latent posterior mean.
-        if has_latent:
-            pulled_latent = pulled.get_latent_representation(indices=np.arange(len(names)))
-
-    # The local model is the same class as the published one, saved with its full adata.
-    local = type(pulled).load(str(model_dir))
-    position = {name: i for i, name in enumerate(local.adata.obs_names)}
-    missing = [n for n in names if n not in position]
-    if missing:
-        raise PublishError(f"verification: pulled cells missing from the local data: {missing[:3]}")
-    latent_diff = 0.0
-    if has_latent:
-        local_latent = local.get_latent_representation(indices=[position[n] for n in names])
-        latent_diff = float(np.max(np.abs(np.asarray(local_latent) - np.asarray(pulled_latent))))
-    local_weights, pulled_weights = local.module.state_dict(), pulled.module.state_dict()
+    names, missing = list(pulled["names"]), [str(n) for n in pulled["missing"]]
+    local_weights = _weights(Path(model_dir) / "model.pt")
+    pulled_weights = _weights(Path(repo_dir) / "model.pt")
+    result: dict[str, Any] = {"commit": commit, "cells_compared": len(names)}
     if set(local_weights) != set(pulled_weights):
-        raise PublishError("verification: the pulled model has different parameters")
+        return {**result, "passed": False, "reason": "the pulled model has other parameters"}
+    if missing:
+        reason = f"pulled cells missing from the local data: {missing[:3]}"
+        return {**result, "passed": False, "reason": reason}
     weight_diff = max(
-        float((local_weights[k].float() - pulled_weights[k].float()).abs().max())
-        for k in local_weights
-        if local_weights[k].numel()
+        (
+            float((local_weights[k].float() - pulled_weights[k].float()).abs().max())
+            for k in local_weights
+            if local_weights[k].numel()
+        ),
+        default=0.0,
     )
-    result = {
-        "commit": commit,
-        "model_class": type(pulled).__name__,
-        "cells_compared": len(names),
-        "max_abs_latent_difference": latent_diff,
-        "max_abs_weight_difference": weight_diff,
-        "tolerance": LATENT_TOLERANCE,
-        "passed": max(latent_diff, weight_diff) <= LATENT_TOLERANCE,
-    }
+    # a class without a latent space (RNAStereoscope) is compared by its weights alone
+    latent, local_latent = pulled["latent"], pulled["local_latent"]
+    latent_diff = float(np.max(np.abs(local_latent - latent))) if latent.size else 0.0
+    result.update(
+        max_abs_latent_difference=latent_diff,
+        max_abs_weight_difference=weight_diff,
+        tolerance=LATENT_TOLERANCE,
+        passed=max(latent_diff, weight_diff) <= LATENT_TOLERANCE,
+    )
     if not result["passed"]:
-        raise PublishError(
-            f"verification failed: the model pulled from {repo_id}@{commit} differs from the "
-            f"local one (latent by up to {latent_diff:.3g}, weights by up to {weight_diff:.3g}; "
-            f"tolerance {LATENT_TOLERANCE})"
+        result["reason"] = (
+            f"the pulled model differs from the local one (latent by up to {latent_diff:.3g}, "
+            f"weights by up to {weight_diff:.3g}; tolerance {LATENT_TOLERANCE})"
         )
     return result
