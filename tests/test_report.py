@@ -97,14 +97,59 @@ def test_the_summary_table_lists_every_model(tiny_run, report_zip):
 
 
 @pytest.mark.parametrize("model", ["tiny-scvi", "tiny-scanvi"])
-def test_the_report_shows_every_card_and_provenance_per_model(tiny_run, report_zip, model):
+def test_the_report_shows_every_card_per_model(tiny_run, report_zip, model):
     results = report_results(report_zip.read("report/report.html").decode())
     card = results[f"results/{model}/card/README.html"]
     assert card["mime_type"] == "text/html" and card["labels"]["model"] == model
     page = (tiny_run / f"results/{model}/card/README.html").read_text()
     assert "<h1>Provenance</h1>" in page and page.count("<table>") >= 4
-    provenance = results[f"results/{model}/provenance.json"]
-    assert provenance["labels"]["model"] == model and model in provenance["caption"]
+
+
+# every TSV/JSON result a model has, shown in the page (a TSV or JSON would be a download only)
+RESULT_PAGES = {
+    "dataset.json",
+    "hvg.tsv",
+    "history.tsv",
+    "summary.json",
+    "cv.json",
+    "de.tsv",
+    "de.json",
+    "provenance.json",
+}
+CHECK_PAGES = {
+    "tiny-scvi": set(),
+    "tiny-scanvi": {
+        "integration.json",
+        "integration.tsv",
+        "label_transfer.json",
+        "label_transfer.tsv",
+        "calibration.tsv",
+        "query_check.json",
+    },
+}
+
+
+@pytest.mark.parametrize("model", ["tiny-scvi", "tiny-scanvi"])
+def test_the_report_shows_every_result_of_a_model_as_a_page(tiny_run, report_zip, model):
+    results = report_results(report_zip.read("report/report.html").decode())
+    pages = {
+        entry["labels"]["result"]: (path, entry)
+        for path, entry in results.items()
+        if entry["labels"].get("result") and entry["labels"]["model"] == model
+    }
+    assert set(pages) == RESULT_PAGES | CHECK_PAGES[model]
+    # no result is left a download only
+    downloads = [p for p, e in results.items() if p.endswith((".tsv", ".json"))]
+    assert not downloads, downloads
+    for name, (path, entry) in pages.items():
+        assert path == f"results/{model}/report/results/{name}.html"
+        assert entry["mime_type"] == "text/html"
+        assert name in entry["caption"] and model in entry["caption"]
+        page = (tiny_run / path).read_text()
+        assert page.startswith("<!DOCTYPE html>") and "<table" in page
+    provenance = (tiny_run / f"results/{model}/report/results/provenance.json.html").read_text()
+    assert "<th>workflow</th>" in provenance and "<th>software</th>" in provenance
+    assert "Provenance, as published next to the model" in pages["provenance.json"][1]["caption"]
 
 
 @pytest.fixture(scope="module")

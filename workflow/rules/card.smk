@@ -6,12 +6,7 @@ rule provenance:
         # the software environment the train rule runs in (this checkout's copy)
         env=Path(workflow.basedir) / TRAIN_ENV,
     output:
-        report(
-            "results/{model}/provenance.json",
-            caption="../report/provenance.rst",
-            category="Provenance",
-            labels={"model": "{model}"},
-        ),
+        "results/{model}/provenance.json",
     log:
         "logs/{model}/provenance.log",
     localrule: True

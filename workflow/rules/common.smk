@@ -263,12 +263,36 @@ def get_summary_inputs(wildcards):
 
 
 def get_report_files(wildcards):
-    """Every model's figures, every output of its optional checks, the table of all models."""
+    """Every model's figures and result pages, every output of its optional checks, the table
+    of all models."""
     files = expand(list(rules.figures.output), model=sorted(MODELS))
+    files += expand(rules.result_pages.output, model=sorted(MODELS))
     for check in CHECKS:
         outputs = list(getattr(rules, check.name).output)
         files += expand(outputs, model=models_checked_by(check))
     return files + [rules.model_summary.output.page]
+
+
+# The model's results the report shows as pages (besides the card, the figures, models.tsv).
+RESULT_FILES = (
+    "dataset.json",
+    "hvg.tsv",
+    "training/history.tsv",
+    "training/summary.json",
+    "criticism/cv.json",
+    "criticism/de.tsv",
+    "criticism/de.json",
+    "provenance.json",
+)
+
+
+def get_result_files(wildcards):
+    """Every TSV/JSON result of the model: the RESULT_FILES and those of its optional checks."""
+    files = [f"results/{wildcards.model}/{name}" for name in RESULT_FILES]
+    for check in checks_for(MODELS[wildcards.model]):
+        outputs = expand(list(getattr(rules, check.name).output), model=wildcards.model)
+        files += [f for f in outputs if f.endswith((".json", ".tsv"))]
+    return files
 
 
 def get_hub_files(wildcards):

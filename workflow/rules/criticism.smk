@@ -29,18 +29,8 @@ rule posterior_predictive_check:
         # not read: a re-planned criticism.min_cells re-runs this check
         groups="results/{model}/criticism/groups.json",
     output:
-        cv=report(
-            "results/{model}/criticism/cv.json",
-            caption="../report/cv.rst",
-            category="Posterior predictive check",
-            labels={"model": "{model}", "metric": "coefficient of variation"},
-        ),
-        de_table=report(
-            "results/{model}/criticism/de.tsv",
-            caption="../report/de.rst",
-            category="Posterior predictive check",
-            labels={"model": "{model}", "metric": "differential expression"},
-        ),
+        cv="results/{model}/criticism/cv.json",
+        de_table="results/{model}/criticism/de.tsv",
         de_summary="results/{model}/criticism/de.json",
         # every cell's label or Leiden cluster, so each DE row can be traced to its cells
         cells="results/{model}/criticism/cells.tsv",
@@ -111,12 +101,7 @@ rule query_check:
         # the full model's latent posterior means, stored with the published model's data
         full_model=get_published_model,
     output:
-        report(
-            "results/{model}/criticism/query_check.json",
-            caption="../report/query_check.rst",
-            category="Query mapping",
-            labels={"model": "{model}", "metric": "query mapping check"},
-        ),
+        "results/{model}/criticism/query_check.json",
     log:
         "logs/{model}/query_check.log",
     benchmark:
@@ -153,13 +138,7 @@ rule label_transfer:
         model=get_published_model,
     output:
         summary="results/{model}/criticism/label_transfer.json",
-        per_label=report(
-            "results/{model}/criticism/label_transfer.tsv",
-            caption="../report/label_transfer.rst",
-            category="Label transfer",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "per-label table"},
-        ),
+        per_label="results/{model}/criticism/label_transfer.tsv",
         calibration="results/{model}/criticism/calibration.tsv",
         confusion=report(
             "results/{model}/report/confusion.png",
@@ -194,13 +173,7 @@ rule integration:
         unpack(get_integration_inputs),
     output:
         summary="results/{model}/criticism/integration.json",
-        table=report(
-            "results/{model}/criticism/integration.tsv",
-            caption="../report/integration.rst",
-            category="Integration",
-            subcategory="{model}",
-            labels={"model": "{model}", "figure": "metric table"},
-        ),
+        table="results/{model}/criticism/integration.tsv",
         figure=report(
             "results/{model}/report/integration.png",
             caption="../report/integration_figure.rst",

@@ -79,12 +79,7 @@ rule hvg:
         "results/{model}/dataset.h5ad",
     output:
         data="results/{model}/hvg.h5ad",
-        table=report(
-            "results/{model}/hvg.tsv",
-            caption="../report/hvg.rst",
-            category="Highly variable genes",
-            labels={"model": "{model}"},
-        ),
+        table="results/{model}/hvg.tsv",
     log:
         "logs/{model}/hvg.log",
     benchmark:

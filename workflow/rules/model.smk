@@ -10,12 +10,7 @@ rule train:
         query_plan=planned_before_training("query_plan", check_applies("query_check")),
     output:
         model=directory("results/{model}/model"),
-        history=report(
-            "results/{model}/training/history.tsv",
-            caption="../report/history.rst",
-            category="Training",
-            labels={"model": "{model}"},
-        ),
+        history="results/{model}/training/history.tsv",
         summary="results/{model}/training/summary.json",
     log:
         "logs/{model}/train.log",

@@ -1,5 +1,6 @@
-# The report: figures of every model and one table of all models (the optional checks' figures
-# come with their rules, in criticism.smk). `snakemake --report report.html` shows them, per model.
+# The report: figures of every model, its TSV/JSON results as pages and one table of all models
+# (the optional checks' figures come with their rules, in criticism.smk). `snakemake --report
+# report.html` shows them, per model.
 
 
 rule figures:
@@ -74,3 +75,26 @@ rule model_summary:
         models=sorted(MODELS),
     script:
         "../scripts/model_summary.py"
+
+
+# The report shows HTML in the page and offers a TSV or JSON only as a download: every result
+# file of the model (get_result_files) as a page, labelled with the file's name.
+rule result_pages:
+    input:
+        get_result_files,
+    output:
+        report(
+            directory("results/{model}/report/results"),
+            patterns=["{result}.html"],
+            caption="../report/results.rst",
+            category="Results",
+            subcategory="{model}",
+            labels={"model": "{model}", "result": "{result}"},
+        ),
+    log:
+        "logs/{model}/result_pages.log",
+    localrule: True
+    conda:
+        "../../envs/scanpy.yaml"
+    script:
+        "../scripts/result_pages.py"
