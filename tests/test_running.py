@@ -339,3 +339,45 @@ def test_the_console_gets_the_first_and_last_epochs_and_a_line_a_minute_between(
     assert [re.search(r"epoch (\d+)/10", line).group(1) for line in lines] == ["1", "4", "7", "10"]
     assert all(line.startswith(f"{tmp_path}/logs/m/train.log: SCVI: epoch") for line in lines)
     assert (tmp_path / "logs/m/train.log").read_text().count("SCVI: epoch") == 10
+
+
+# --- a target with --configfile -------------------------------------------------------------
+
+
+def test_a_config_file_under_the_outputs_is_a_target_given_after_configfile(tmp_path, monkeypatch):
+    from scvi_hub_workflow.config_files import check_not_a_target
+
+    monkeypatch.chdir(tmp_path)
+    for target in ("results/m/dataset.json", tmp_path / "logs/m/train.log"):
+        with pytest.raises(config_model.ConfigError) as error:
+            check_not_a_target(target)
+        message = str(error.value)
+        assert f"--configfile was given {target}" in message
+        assert "`snakemake --configfile my.yaml -- " in message and "target first" in message
+    check_not_a_target("config/config.yaml")  # a config file
+    check_not_a_target(tmp_path / "my.yaml")
+
+
+@pytest.mark.slow
+def test_one_models_target_after_configfile_in_the_documented_form(tmp_path):
+    """`--configfile f.yaml -- <target>` plans that model's jobs only; without `--`, an existing
+    target is named as such (a missing one fails in Snakemake's own argument parsing)."""
+    target = "results/tiny-scvi/card/README.md"
+    run = [*SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--workflow-profile", "none", "-n", "--cores", "1",
+           "--configfile", str(TINY_CONFIG)]  # fmt: skip
+    done = subprocess.run([*run, "--", target], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = set(re.findall(r"model=([\w-]+)", done.stdout))
+    assert planned == {"tiny-scvi"}, planned
+    output = tmp_path / "results/tiny-scvi/dataset.json"
+    output.parent.mkdir(parents=True)
+    output.write_text('{"source": "builtin:synthetic-iid", "n_cells": 600}')
+    done = subprocess.run(
+        [*run, "results/tiny-scvi/dataset.json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert f"--configfile was given {output}, an output of this workflow" in said
+    assert "-- results/tiny-scvi/dataset.json`" in said

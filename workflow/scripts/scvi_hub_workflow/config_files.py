@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .config import ConfigError
+from .layout import OUTPUT_FOLDERS
 
 
 class _DuplicateKey(yaml.MarkedYAMLError):
@@ -70,8 +71,11 @@ def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
     """Every config file the run read is strict YAML, and together they list some models.
 
     Snakemake has already loaded (and merged) the files into ``config``; this names the file
-    and line of what its loader lets through, and the files when no model is listed.
+    and line of what its loader lets through, the files when no model is listed, and a target
+    that Snakemake took for a config file.
     """
+    for path in paths:
+        check_not_a_target(path)
     for path in paths:
         read_config_file(path)
     models = config.get("models")
@@ -87,6 +91,25 @@ def check_config_files(paths: list[str | os.PathLike], config: dict) -> None:
         )
         raise ConfigError(
             f"config key models {state} in {files}: list at least one model under `models:`{note}"
+        )
+
+
+def check_not_a_target(path: str | os.PathLike) -> None:
+    """A file given as a config file that is one of this workflow's outputs is a target written
+    after ``--configfile`` (which takes every word up to the next option): say so and how to
+    write it. A target that does not exist yet never gets here: Snakemake fails opening it."""
+    given = Path(path)
+    try:
+        relative = given.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = given
+    if len(relative.parts) > 1 and relative.parts[0] in OUTPUT_FOLDERS:
+        raise ConfigError(
+            f"--configfile was given {path}, an output of this workflow ({relative.parts[0]}/), "
+            "not a config file: Snakemake reads every word after --configfile as another "
+            "config file, so a target written after it is read as one. End the config files "
+            f"with `--` before the target (`snakemake --configfile my.yaml -- {relative}`) or "
+            "put the target first"
         )
 
 

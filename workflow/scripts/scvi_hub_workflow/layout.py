@@ -58,6 +58,9 @@ DE_COLUMNS = (
 
 # --- inputs: built-in datasets and downloads land in resources/ ---------------------------
 
+# the folders the workflow writes into (relative to its working directory)
+OUTPUT_FOLDERS = ("results", "logs", "resources")
+
 BUILTIN_DATASETS = ("synthetic-iid", "simulated-atlas")
 BUILTIN_DATA = "resources/builtin/{name}.h5ad"
 DOWNLOADED_DATA = "resources/downloads/{digest}.h5ad"  # named by its checksum
