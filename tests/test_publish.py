@@ -374,6 +374,26 @@ def test_workflow_publishes_with_snakemake(hub, tmp_path, tiny_run):
     assert_token_absent(workdir, TOKEN)
     assert_token_absent(tmp_path / "hf-home", TOKEN)
 
+    # A failed certification fails the job: Snakemake deletes publish.json, the record stays.
+    import anndata
+
+    hub_dir = workdir / "results/tiny-scvi/hub"
+    column = anndata.read_h5ad(hub_dir / "adata.h5ad", backed="r").obs.columns[0]
+    provenance = json.loads((hub_dir / "provenance.json").read_text())
+    provenance["input"]["subset"] = {column: ["no such value"]}
+    (hub_dir / "provenance.json").write_text(json.dumps(provenance))
+    one = [*command[: -len(names)], "results/tiny-scvi/publish.json"]
+    failed = subprocess.run(one, env=env, capture_output=True, text=True, timeout=900)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert not (workdir / "results/tiny-scvi/publish.json").exists()
+    assert "already public on the Hub" in said and "logs/tiny-scvi/certification.json" in said
+    record = json.loads((workdir / "logs/tiny-scvi/certification.json").read_text())
+    assert record["certified"] and not record["passed"]
+    assert record["revision"] == hub.repo("alice/tiny-scvi").head.oid
+    assert f"obs {column!r} holds" in record["reason"] and "already public" in record["error"]
+    assert TOKEN not in said
+
     # Without a token, the same config fails before training starts.
     shutil.rmtree(workdir / "results")
     no_token = {k: v for k, v in env.items() if k != "HF_TOKEN"}

@@ -62,3 +62,13 @@ def test_every_result_file_becomes_a_page_named_after_it(tmp_path):
     assert f"<td>g{report_pages.MAX_ROWS}</td>" not in hvg
     with pytest.raises(ValueError, match="share a name"):
         report_pages.write_result_pages([str(tmp_path / "cv.json")] * 2, out, "m")
+
+
+def test_an_object_of_objects_becomes_one_table_a_row_each():
+    from scvi_hub_workflow.report_pages import json_html
+
+    splits = {"train": {"mae": 0.5, "ceiling": {"mae": 0.25}}, "validation": {"mae": 0.75}}
+    shown = json_html(splits)
+    assert "<tr><th></th><th>mae</th><th>ceiling.mae</th></tr>" in shown
+    assert "<tr><th>validation</th><td>0.75</td><td>n/a</td></tr>" in shown
+    assert json_html({"ran": True}) == "<table><tr><th>ran</th><td>true</td></tr></table>"

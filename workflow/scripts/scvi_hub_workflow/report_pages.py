@@ -15,7 +15,7 @@ from .rule_io import atomic_dir
 STYLE = """
 body { font-family: sans-serif; margin: 1em 2em; line-height: 1.45; }
 table { border-collapse: collapse; margin: 0.5em 0 1em; }
-th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 """
@@ -57,6 +57,8 @@ MAX_ITEMS = 40
 
 
 def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the JSON writes it
     if isinstance(value, float):
         return "n/a" if value != value else f"{value:.4g}"
     if value is None:
@@ -64,12 +66,46 @@ def _scalar(value) -> str:
     return html.escape(str(value))
 
 
+def _flat(value: dict, prefix: str = "") -> dict | None:
+    """An object of objects of values as one row: nested keys joined by dots; None when a value
+    is a list."""
+    row = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            inner = _flat(item, f"{prefix}{key}.")
+            if inner is None:
+                return None
+            row.update(inner)
+        elif isinstance(item, list):
+            return None
+        else:
+            row[f"{prefix}{key}"] = item
+    return row
+
+
+def _rows_table(rows: dict[str, dict]) -> str:
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    head = "<th></th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join(
+        f"<tr><th>{html.escape(str(name))}</th>"
+        + "".join(f"<td>{_scalar(row.get(k))}</td>" for k in keys)
+        + "</tr>"
+        for name, row in rows.items()
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def json_html(value) -> str:
     """A JSON value as readable HTML: an object as a two-column table (nested objects nested),
-    a list of objects with the same keys as a table, a list of values inline."""
+    an object of several objects of values as one table (a row each: train, validation), a
+    list of objects as a table, a list of values inline."""
     if isinstance(value, dict):
         if not value:
             return "<em>none</em>"
+        if len(value) > 1 and all(isinstance(v, dict) and v for v in value.values()):
+            rows = {key: _flat(item) for key, item in value.items()}
+            if all(row is not None for row in rows.values()):
+                return _rows_table(rows)
         rows = "".join(
             f"<tr><th>{html.escape(str(key))}</th><td>{json_html(item)}</td></tr>"
             for key, item in value.items()
