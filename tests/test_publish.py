@@ -485,4 +485,4 @@ def test_the_certification_record_says_why_none_ran(tiny, tmp_path, monkeypatch)
     with pytest.raises(publish.PublishError, match="repo_id is not set"):
         publish.run(tiny.hub_dir, tiny.model_dir, settings, tmp_path / "p.json", record)
     failed = json.loads(record.read_text())
-    assert not failed["certified"] and "publishing failed first" in failed["reason"]
+    assert not failed["certified"] and "publishing failed before it" in failed["reason"]

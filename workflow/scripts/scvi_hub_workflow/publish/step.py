@@ -153,7 +153,7 @@ def run(
                 record = {"certified": True, **receipt["certification"]}
     except PublishError as error:
         if not record.get("certified"):
-            record = {"certified": False, "reason": f"publishing failed first: {error}"}
+            record = {"certified": False, "reason": f"publishing failed before it: {error}"}
         raise
     finally:
         if certification_path is not None:
