@@ -325,8 +325,9 @@ def test_report_bundles_the_results(tiny_run):
 
     names = zipfile.ZipFile(tiny_run / "report.zip").namelist()
     assert any(name.endswith("README.html") for name in names)  # the card, as a page
-    assert any(name.endswith("provenance.json") for name in names)
-    assert any(name.endswith("de.tsv") for name in names)
+    # every TSV/JSON result, as a page
+    assert any(name.endswith("provenance.json.html") for name in names)
+    assert any(name.endswith("de.tsv.html") for name in names)
 
 
 def test_minify_false_publishes_the_full_training_data(tiny_run, tmp_path):
