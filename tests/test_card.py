@@ -199,6 +199,26 @@ def test_cv_tables_carry_their_ceiling_and_no_fixed_threshold():
     assert "what such a model reaches on the same cells (its ceiling" in card
 
 
+def test_a_citeseq_model_shows_the_protein_cv_tables_with_their_ceilings():
+    card_in = inputs()
+    assert "(proteins)" not in render_card(card_in)
+    ceiling = {"mae": 0.1, "pearson": 0.77, "spearman": 0.6, "r2": 0.5}
+    split = {"mae": 0.3, "pearson": 0.66, "spearman": 0.5, "r2": 0.2, "n_cells": 360}
+    protein = split | {"n_genes": 24} | {"ceiling": ceiling}
+    card_in.cv["protein"] = {
+        "n_proteins": 24,
+        "cell_wise": {"train": split | {"ceiling": ceiling}, "validation": split},
+        "gene_wise": {"train": protein, "validation": protein, "all": protein},
+    }
+    card = render_card(card_in)
+    assert "(24 proteins; the tables above are the RNA's)" in card
+    cells = card.index("**Cell-wise Coefficient of Variation (proteins)**")
+    proteins = card.index("**Protein-wise Coefficient of Variation**")
+    assert card.index("**Gene-wise Coefficient of Variation**") < cells < proteins
+    assert "| Pearson Correlation | 0.66 (perfect model 0.77) | 0.66 |" in card[cells:proteins]
+    assert "| Proteins | 24 | 24 | 24 |" in card[proteins:]
+
+
 def test_training_sentence_names_both_phases_of_scanvi_from_scvi():
     two = inputs()
     two.training = {

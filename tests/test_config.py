@@ -333,6 +333,9 @@ def test_the_readme_tables_are_made_from_the_schema():
 # --- per class: which setup and constructor keys each takes, and its own defaults ------------
 
 
+PROTEINS = {"protein_expression_obsm_key": "protein_expression"}
+
+
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
@@ -357,6 +360,28 @@ def test_the_readme_tables_are_made_from_the_schema():
         (
             {"class": "CondSCVI", "setup": {"labels_key": "l", "unlabeled_category": "u"}},
             "models.m.model.setup.unlabeled_category: CondSCVI does not use it",
+        ),
+        ({"class": "TOTALVI"}, "models.m.model.setup.protein_expression_obsm_key: TOTALVI needs"),
+        (
+            {"class": "TOTALVI", "setup": {**PROTEINS, "labels_key": "l"}},
+            "models.m.model.setup.labels_key: TOTALVI does not use it",
+        ),
+        (
+            {"class": "TOTALVI", "setup": PROTEINS, "params": {"dispersion": "gene"}},
+            "models.m.model.params.dispersion: TOTALVI does not take it; only SCVI or SCANVI",
+        ),
+        (
+            {"class": "SCVI", "setup": PROTEINS},
+            "models.m.model.setup.protein_expression_obsm_key: SCVI does not use it; only "
+            "TOTALVI uses it",
+        ),
+        (
+            {"class": "SCVI", "params": {"protein_dispersion": "protein"}},
+            "models.m.model.params.protein_dispersion: SCVI does not take it; only TOTALVI",
+        ),
+        (
+            {"class": "TOTALVI", "setup": PROTEINS, "params": {"gene_likelihood": "poisson"}},
+            "models.m.model.params.gene_likelihood: TOTALVI takes nb or zinb, not 'poisson'",
         ),
     ],
 )
@@ -389,6 +414,26 @@ def test_each_class_has_its_own_defaults_and_only_its_keys():
     cfg["models"]["m"]["train"] = {"max_epochs": 7}
     stereo = resolve(cfg)["m"]
     assert (stereo.train.max_epochs, stereo.train.learning_rate) == (7, 0.005)
+    # TOTALVI: scvi-tools' own constructor and train() defaults; published with its data
+    cfg = minimal(model={"class": "TOTALVI", "setup": {**PROTEINS, "batch_key": "b"}})
+    totalvi = resolve(cfg)["m"]
+    assert totalvi.model.params == {
+        "gene_likelihood": "nb",
+        "latent_distribution": "normal",
+        "n_hidden": 256,
+        "n_latent": 20,
+    }
+    assert (totalvi.train.learning_rate, totalvi.train.reduce_lr_on_plateau) == (0.004, True)
+    assert totalvi.published_folder == "model"
+    assert totalvi.model.setup.setup_anndata_kwargs(totalvi.model.kind) == {
+        "protein_expression_obsm_key": "protein_expression",
+        "protein_names_uns_key": None,
+        "batch_key": "b",
+        "layer": None,
+        "size_factor_key": None,
+        "categorical_covariate_keys": None,
+        "continuous_covariate_keys": None,
+    }
     # SCVI keeps the schema's defaults
     scvi = resolve(minimal())["m"]
     assert scvi.model.params["n_latent"] == 10 and "weight_obs" not in scvi.model.params
@@ -401,6 +446,7 @@ def test_hub_metadata_names_where_each_class_lives():
     versions = {"scvi": "1.4.2", "anndata": "0.12"}
     assert metadata("RNAStereoscope", versions, None)["model_parent_module"] == "scvi.external"
     assert metadata("CondSCVI", versions, None)["model_parent_module"] == "scvi.model"
+    assert metadata("TOTALVI", versions, None)["model_parent_module"] == "scvi.model"
 
 
 def test_from_scvi_names_an_scvi_model_of_the_same_data_and_hvgs():

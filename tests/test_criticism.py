@@ -321,6 +321,37 @@ def test_zero_inflation_and_poisson_in_draw_counts():
     assert poisson_counts.var() == pytest.approx(2.0, rel=0.03)
 
 
+def test_the_protein_mixture_sampler_matches_scvi_tools_distribution():
+    """TOTALVI's proteins: background NB with the mixing probability, else foreground NB; the
+    probabilities of small counts are those of scvi-tools' NegativeBinomialMixture."""
+    import torch
+    from scvi.distributions import NegativeBinomialMixture
+
+    shape = (2, 400, 250)
+    background, foreground, theta, logit = 3.0, 40.0, 2.0, 0.8
+    likelihood = criticism.CountLikelihood(
+        "nb_mixture",
+        np.full(shape, background, np.float32),
+        np.full(shape[1:], theta, np.float32),
+        mean2=np.full(shape, foreground, np.float32),
+        mix_prob=np.full(shape, 1 / (1 + np.exp(-logit)), np.float32),
+    )
+    counts = np.stack(list(criticism.draw_counts(likelihood, np.random.default_rng(0))))
+    exact = NegativeBinomialMixture(
+        mu1=torch.tensor(background),
+        mu2=torch.tensor(foreground),
+        theta1=torch.tensor(theta),
+        mixture_logits=torch.tensor(logit),
+    )
+    k = np.arange(8)
+    expected = np.exp(exact.log_prob(torch.tensor(k, dtype=torch.float32)).numpy())
+    observed = np.array([(counts == i).mean() for i in k])
+    n = counts.size
+    assert np.all(np.abs(observed - expected) <= 5 * np.sqrt(expected * (1 - expected) / n))
+    mix = 1 / (1 + np.exp(-logit))
+    assert counts.mean() == pytest.approx(mix * background + (1 - mix) * foreground, rel=0.02)
+
+
 def test_nonzeros_per_gene_reads_csr_and_dense(tmp_path):
     import anndata
 

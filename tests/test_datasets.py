@@ -388,3 +388,106 @@ def test_dataset_json_holds_the_cells_per_batch_and_the_labelled_ones(tmp_path):
     assert summary["labelled_per_batch"] == {"a": 2, "b": 0}
     unbatched = prepare_dataset(source, settings_for(), tmp_path / "out2.h5ad")
     assert unbatched["batches"] is None and "labels" not in unbatched
+
+
+# --- CITE-seq: the protein counts of a TOTALVI model travel with their cells ----------------
+
+
+def citeseq_settings(step: str = "dataset", **setup):
+    entry = {
+        "dataset": {
+            "source": "builtin:simulated-citeseq",
+            "subset": {"batch": "batch_1"},
+            "subsample_cells": 120,
+        },
+        "model": {
+            "class": "TOTALVI",
+            "setup": {"protein_expression_obsm_key": "protein_expression", **setup},
+        },
+        "hvg": {"n_top_genes": 50},
+    }
+    return rule_settings(model_settings({"models": {"m": entry}}, "m"), step)
+
+
+def test_simulated_citeseq_plants_proteins_per_cell_type():
+    adata = builtin_datasets.simulated_citeseq(n_cells=600, n_genes=100, n_proteins=12, seed=1)
+    proteins = adata.obsm["protein_expression"]
+    assert list(proteins.columns) == adata.uns["simulation"]["protein_names"]
+    assert (proteins.index == adata.obs_names).all() and (adata.obs["cell_type"] != "unknown").all()
+    values = proteins.to_numpy()
+    assert np.all(values >= 0) and np.all(values == np.round(values))
+    # a protein is higher in the types that express it than in those that do not
+    expressed = adata.uns["simulation"]["protein_expressed"]
+    types = adata.obs["true_cell_type"].cat.codes.to_numpy()
+    means = np.vstack([values[types == t].mean(0) for t in range(expressed.shape[0])])
+    for p in range(values.shape[1]):
+        if expressed[:, p].any() and not expressed[:, p].all():
+            assert means[expressed[:, p], p].min() > 2 * means[~expressed[:, p], p].max()
+
+
+@pytest.mark.parametrize("form", ["dataframe", "array"])
+def test_the_dataset_and_hvg_steps_carry_the_kept_cells_proteins(tmp_path, monkeypatch, form):
+    from scvi_hub_workflow.hvg import select_hvg_file
+
+    adata = builtin_datasets.simulated_citeseq(n_cells=500, n_genes=120, n_proteins=10, seed=2)
+    setup = {}
+    if form == "array":
+        names = list(adata.obsm["protein_expression"].columns)
+        adata.obsm["protein_expression"] = adata.obsm["protein_expression"].to_numpy()
+        adata.uns["antibodies"] = np.array(names)
+        setup = {"protein_names_uns_key": "antibodies"}
+    adata.obsm["X_umap"] = np.zeros((adata.n_obs, 2))  # not the model's: left behind
+    source = tmp_path / "cite.h5ad"
+    adata.write_h5ad(source)
+    reads = []
+    original = h5ad_io.read_dense_rows
+    monkeypatch.setattr(h5ad_io, "BLOCK_BYTES", 400)  # many small blocks
+    monkeypatch.setattr(
+        h5ad_io,
+        "read_dense_rows",
+        lambda d, rows, **kw: reads.append(len(rows)) or original(d, rows, **kw),
+    )
+    summary = prepare_dataset(source, citeseq_settings(**setup), tmp_path / "dataset.h5ad")
+    out = ad.read_h5ad(tmp_path / "dataset.h5ad")
+    assert list(out.obsm) == ["protein_expression"] and out.n_obs == 120
+    expected = pd.DataFrame(adata.obsm["protein_expression"], index=adata.obs_names)
+    np.testing.assert_array_equal(
+        np.asarray(out.obsm["protein_expression"]), expected.loc[out.obs_names].to_numpy()
+    )
+    assert max(reads) == 120  # the kept rows only
+    assert summary["proteins"]["n_proteins"] == 10
+    assert summary["proteins"]["names"][:2] == ["protein_0", "protein_1"]
+    # HVG on the RNA only; every protein kept, in the cells' order
+    select_hvg_file(
+        tmp_path / "dataset.h5ad",
+        citeseq_settings("hvg", **setup),
+        tmp_path / "hvg.h5ad",
+        tmp_path / "hvg.tsv",
+    )
+    hvg = ad.read_h5ad(tmp_path / "hvg.h5ad")
+    assert hvg.n_vars == 50 and hvg.obsm["protein_expression"].shape == (120, 10)
+    np.testing.assert_array_equal(
+        np.asarray(hvg.obsm["protein_expression"]), np.asarray(out.obsm["protein_expression"])
+    )
+    if form == "array":
+        assert list(hvg.uns["antibodies"]) == names
+
+
+def test_a_missing_protein_entry_names_the_key_and_the_entries_present(tmp_path):
+    adata = builtin_datasets.simulated_citeseq(n_cells=300, n_genes=60, n_proteins=4, seed=0)
+    adata.obsm["adt"] = adata.obsm.pop("protein_expression")
+    adata.write_h5ad(tmp_path / "cite.h5ad")
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(tmp_path / "cite.h5ad", citeseq_settings(), tmp_path / "out.h5ad")
+    message = str(error.value)
+    assert "obsm entry 'protein_expression' (model.setup.protein_expression_obsm_key)" in message
+    assert "obsm entries: 'adt'" in message and not (tmp_path / "out.h5ad").exists()
+    adata.obsm["protein_expression"] = adata.obsm["adt"].to_numpy()
+    adata.write_h5ad(tmp_path / "cite.h5ad")
+    settings = citeseq_settings(protein_names_uns_key="adt_names")
+    with pytest.raises(DatasetError, match=r"uns entry 'adt_names' .*uns entries: 'simulation'"):
+        prepare_dataset(tmp_path / "cite.h5ad", settings, tmp_path / "out.h5ad")
+    adata.obsm["protein_expression"] = adata.obsm["adt"] / 3.0  # normalised, not counts
+    adata.write_h5ad(tmp_path / "cite.h5ad")
+    with pytest.raises(DatasetError, match=r"obsm entry 'protein_expression'.*is not counts"):
+        prepare_dataset(tmp_path / "cite.h5ad", citeseq_settings(), tmp_path / "out.h5ad")

@@ -1,6 +1,7 @@
-"""The spatial reference classes end to end: CondSCVI and RNAStereoscope from a config to hub
-folders that scvi-tools loads, and their downstream use (DestVI, SpatialStereoscope) from the
-hub folder, in a process that cannot import this package, as a user runs it."""
+"""Every model class end to end: one config (tests/configs/spatial.yaml) to five hub folders that
+scvi-tools loads, and the downstream use of each from its hub folder (DestVI and
+SpatialStereoscope from CondSCVI and RNAStereoscope, scArches query mapping onto TOTALVI), in a
+process that cannot import this package, as a user runs it."""
 
 from __future__ import annotations
 
@@ -64,6 +65,56 @@ USER_SCRIPT = textwrap.dedent(
 )
 
 
+# What a user runs on a pulled repo of any class: HubModel, the latent space; and on a TOTALVI
+# (CITE-seq) model, scArches query mapping of new cells with their proteins, from a batch the
+# model has not seen, with scvi-tools' default arguments but a short fine-tune.
+QUERY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    try:
+        import scvi_hub_workflow
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("this process can import the workflow's package")
+    import numpy as np
+    from scvi.hub import HubModel
+
+    hub = HubModel(sys.argv[1])
+    model = hub.model
+    found = {
+        "class": type(model).__name__,
+        "parent_module": hub.metadata.model_parent_module,
+        "minified": model.minified_data_type is not None,
+        "latent_shape": list(model.get_latent_representation().shape),
+        "n_cells": int(model.adata.n_obs),
+    }
+    if found["class"] == "TOTALVI":
+        from scvi.model import TOTALVI
+
+        query = model.adata[:80].copy()
+        query.obs_names = [f"query_{i}" for i in range(query.n_obs)]
+        query.obs["batch"] = "new_batch"
+        TOTALVI.prepare_query_anndata(query, model)
+        mapped = TOTALVI.load_query_data(query, model)
+        mapped.train(max_epochs=3)
+        latent = mapped.get_latent_representation()
+        found |= {
+            "query_latent_shape": list(latent.shape),
+            "query_finite": bool(np.isfinite(latent).all()),
+            "n_latent": int(model.module.n_latent),
+            "query_epochs": len(mapped.history["elbo_train"]),
+            "batches": [int(model.summary_stats.n_batch), int(mapped.summary_stats.n_batch)],
+            "proteins": [
+                list(map(str, m.protein_state_registry.column_names)) for m in (model, mapped)
+            ],
+            "query_batch_code": sorted(set(mapped.adata.obs["_scvi_batch"].tolist())),
+        }
+    print(json.dumps(found))
+    """
+)
+
+
 @pytest.fixture(scope="module")
 def spatial_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("spatial-run")
@@ -72,7 +123,7 @@ def spatial_run(tmp_path_factory):
     return workdir
 
 
-def run_as_a_user(hub_folder, tmp_path) -> dict:
+def run_as_a_user(hub_folder, tmp_path, script: str = USER_SCRIPT) -> dict:
     """USER_SCRIPT in a fresh interpreter whose path holds the installed packages only: no
     site .pth files (the editable install of this package is one), no PYTHONPATH, cwd outside
     the repository."""
@@ -81,7 +132,7 @@ def run_as_a_user(hub_folder, tmp_path) -> dict:
         f"import sys; sys.path.append({site_packages!r}); sys.argv[1:] = [{str(hub_folder)!r}]"
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", bootstrap + "\n" + USER_SCRIPT],
+        [sys.executable, "-I", "-S", "-c", bootstrap + "\n" + script],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"},
         capture_output=True,
@@ -155,3 +206,56 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
     row = next(line.split("\t") for line in summary if line.startswith("tiny-stereoscope"))
     row = dict(zip(header, row, strict=True))
     assert row["class"] == "RNAStereoscope" and row["cell_cv_pearson_validation"] == "n/a"
+
+
+@pytest.mark.parametrize(
+    ("model", "model_class", "minified"),
+    [
+        ("tiny-scvi", "SCVI", True),
+        ("tiny-scanvi", "SCANVI", True),
+        ("tiny-condscvi", "CondSCVI", False),
+        ("tiny-totalvi", "TOTALVI", False),
+    ],
+)
+def test_every_class_loads_from_its_hub_folder_without_the_workflow(
+    spatial_run, tmp_path, model, model_class, minified
+):
+    """(RNAStereoscope, which has no latent space, loads in the deconvolution test above.)"""
+    found = run_as_a_user(spatial_run / "results" / model / "hub", tmp_path, QUERY_SCRIPT)
+    assert found["class"] == model_class and found["parent_module"] == "scvi.model"
+    assert found["minified"] is minified
+    assert found["latent_shape"][0] == found["n_cells"]
+    if model_class == "TOTALVI":
+        # the mapped cells, each with a finite latent of the reference's size, in a new batch
+        assert found["query_latent_shape"] == [80, found["n_latent"]] == [80, 4]
+        assert found["query_finite"] and found["query_epochs"] == 3
+        assert found["batches"] == [2, 3] and found["query_batch_code"] == [2]
+        assert found["proteins"][0] == found["proteins"][1] == [f"protein_{i}" for i in range(24)]
+
+
+def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run):
+    import anndata as ad
+
+    results = spatial_run / "results" / "tiny-totalvi"
+    data = ad.read_h5ad(results / "hub" / "adata.h5ad")
+    # its HVG data: not minified (scvi-tools 1.4.2 cannot reload a minified TOTALVI AnnData)
+    assert data.n_vars == 150 and data.X.sum() > 0 and "_scvi_adata_minify_type" not in data.uns
+    assert data.obsm["protein_expression"].shape == (400, 24)
+    dataset = json.loads((results / "dataset.json").read_text())
+    assert dataset["proteins"]["n_proteins"] == 24
+    cv = json.loads((results / "criticism" / "cv.json").read_text())
+    for part in (cv, cv["protein"]):
+        assert part["cell_wise"]["validation"]["n_cells"] > 0
+        assert -1 <= part["cell_wise"]["validation"]["ceiling"]["pearson"] <= 1
+    assert cv["gene_wise"]["all"]["n_genes"] == 150 and cv["protein"]["n_proteins"] == 24
+    assert cv["protein"]["gene_wise"]["all"]["n_genes"] == 24
+    de = json.loads((results / "criticism" / "de.json").read_text())
+    assert de["groups"]  # the DE benchmark on the RNA (Leiden clusters: no labels)
+    card = (results / "card" / "README.md").read_text()
+    assert "**Cell-wise Coefficient of Variation (proteins)**" in card
+    assert "**Protein-wise Coefficient of Variation**" in card
+    assert "| Proteins | " in card and "(perfect model " in card
+    assert "totalVI manuscript" in card and "TOTALVI.load_query_data" in card
+    assert "modality:protein" in card and "Query mapping" in card
+    query = json.loads((results / "criticism" / "query_check.json").read_text())
+    assert query["ran"] and query["n_query_cells"] > 0 and 0 <= query["knn_overlap"] <= 1

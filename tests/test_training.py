@@ -209,3 +209,52 @@ def test_the_training_plan_keys_become_scvi_tools_plan_arguments():
         "lr_scheduler_metric": "elbo_validation",
         "lr_factor": 0.5,
     }
+
+
+def test_a_class_whose_train_sets_its_plan_gets_the_plan_keys_as_its_arguments():
+    """TOTALVI's train() sets the learning rate, the LR schedule and the KL warm-up over
+    plan_kwargs from its own arguments (with their defaults when left out)."""
+    kwargs = {
+        "max_epochs": 3,
+        "plan_kwargs": {"lr": 0.01, "n_epochs_kl_warmup": 5, "weight_decay": 0.0},
+    }
+    moved = KINDS["TOTALVI"].train_arguments(kwargs)
+    assert moved["plan_kwargs"] == {"weight_decay": 0.0}
+    assert (moved["lr"], moved["n_epochs_kl_warmup"]) == (0.01, 5)
+    # its default reduce_lr_on_plateau is on: off in the config is passed as off
+    assert moved["reduce_lr_on_plateau"] is False
+    assert KINDS["CondSCVI"].train_arguments(kwargs) == {
+        "max_epochs": 3,
+        "plan_kwargs": {"n_epochs_kl_warmup": 5, "weight_decay": 0.0},
+        "lr": 0.01,
+    }
+    assert KINDS["SCVI"].train_arguments(kwargs) == kwargs
+
+
+@pytest.mark.slow
+def test_totalvi_trains_with_the_configured_plan_and_keeps_its_proteins():
+    from scvi_hub_workflow.builtin_datasets import simulated_citeseq
+
+    adata = simulated_citeseq(n_cells=200, n_genes=60, n_proteins=8, seed=3)
+    entry = {
+        "dataset": {"source": "builtin:simulated-citeseq"},
+        "model": {
+            "class": "TOTALVI",
+            "params": {"n_hidden": 16, "n_latent": 3},
+            "setup": {"protein_expression_obsm_key": "protein_expression", "batch_key": "batch"},
+        },
+        "train": {
+            "max_epochs": 2,
+            "kl_warmup_epochs": 4,
+            "learning_rate": 0.002,
+            "reduce_lr_on_plateau": False,
+            "accelerator": "cpu",
+        },
+    }
+    settings = rule_settings(resolve({"models": {"m": entry}})["m"], "train")
+    model, _, summary = train_model(adata, settings, cuda_available=False)
+    plan = model.trainer.lightning_module
+    assert (plan.n_epochs_kl_warmup, plan.lr, plan.reduce_lr_on_plateau) == (4, 0.002, False)
+    # two of four warm-up epochs
+    assert summary["phases"][-1]["final_kl_weight"] == pytest.approx(0.5, abs=0.01)
+    assert model.summary_stats.n_proteins == 8

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import yaml
 
+from .card_cv import cv_table as _cv_table
+from .card_cv import protein_cv_section as _protein_cv_section
 from .card_sections import fmt, provenance_section
 from .card_training import _url_cost, training_data_section, training_data_url_warning  # noqa: F401
 from .checks import CHECKS
 from .compat import import_scvi
-from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE, RAN, SKIPPED_REASON
+from .layout import CELL_WISE, DE_COLUMNS, GENE_WISE, PROTEIN_CV, RAN, SKIPPED_REASON
 from .model_kinds import kind_of
 from .provenance import code_reference
 from .settings import ModelSettings
-
-CV_ROWS = [("mae", "Mean Absolute Error"), ("pearson", "Pearson Correlation"),
-           ("spearman", "Spearman Correlation"), ("r2", "R² (R-Squared)")]  # fmt: skip
 
 # The published cards' DE columns in their order, then the rest of ours (metrics.DE_COLUMNS).
 _REF_DE = ["gene_f1", "lfc_mae", "lfc_pearson", "lfc_spearman", "roc_auc", "pr_auc", "n_cells"]
@@ -109,37 +108,16 @@ def front_matter(inputs: CardInputs) -> dict:
         model_data_registry=attrdict({k: attrdict(v) for k, v in saved.data_registry.items()}),
         scvi_version=inputs.versions["scvi"],
         anndata_version=inputs.versions["anndata"],
-        data_modalities=[s.card.modality],
+        # the configured tag, and the class's other modalities (TOTALVI: protein)
+        data_modalities=list(
+            dict.fromkeys([s.card.modality, *kind_of(saved.model_class).modalities])
+        ),
         tissues=list(s.tissues),
         data_is_annotated=bool(s.model.setup.labels_key),
         data_is_minified=saved.minified,
     )
     data = helper.model_card.data
     return {"library_name": data.library_name, "license": data.license, "tags": list(data.tags)}
-
-
-def _cv_table(cv: dict, splits: list[tuple[str, str]], count: tuple[str, str]) -> str:
-    """A metric x split table, each value with its ceiling (what a model that is exactly
-    right reaches on the same cells); `count` names the row of cells (or genes) covered."""
-    header = "| Metric | " + " | ".join(label for _, label in splits) + " |"
-    rule = "|-------------------------|" + "|".join("----------------" for _ in splits) + "|"
-
-    def cell(split: str, key: str) -> str:
-        values = cv.get(split) or {}
-        ceiling = (values.get("ceiling") or {}).get(key)
-        return fmt(values.get(key)) + (
-            "" if ceiling is None else f" (perfect model {fmt(ceiling)})"
-        )
-
-    lines = [
-        f"| {name} | " + " | ".join(cell(split, key) for split, _ in splits) + " |"
-        for key, name in CV_ROWS
-    ]
-    key, name = count
-    lines.append(
-        f"| {name} | " + " | ".join(fmt((cv.get(s) or {}).get(key)) for s, _ in splits) + " |"
-    )
-    return "\n".join([header, rule, *lines])
 
 
 def _de_table(de: dict) -> str:
@@ -261,6 +239,7 @@ def _posterior_predictive_sections(cv: dict, de: dict) -> list[str]:
             [("train", "Training Value"), ("validation", "Validation Value"), ("all", "All Cells")],
             ("n_genes", "Genes"),
         ),
+        *_protein_cv_section(cv.get(PROTEIN_CV)),
         "Differential expression metric",
         "The differential expression metric provides a summary of the differential expression "
         f"analysis between {de_groups}. Both the observed counts and the model's samples are "

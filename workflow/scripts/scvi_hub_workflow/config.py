@@ -183,6 +183,13 @@ def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
             problems.append(
                 f"{key}.model.params.{param}: {kind.name} does not take it; only {taking} takes it"
             )
+    for param, allowed in kind.param_choices.items():
+        value = model["params"].get(param)
+        if value is not None and value not in allowed:
+            problems.append(
+                f"{key}.model.params.{param}: {kind.name} takes {_either(list(allowed))}, "
+                f"not {value!r}"
+            )
     for setup_key, value in setup.items():
         if value is not None and setup_key not in kind.setup_keys:
             using = _either(owners("setup_keys", setup_key))

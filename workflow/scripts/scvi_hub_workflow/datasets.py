@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from . import h5ad_io
 from .dataset_record import composition, newer_version  # noqa: F401  (the dataset rule)
 from .downloads import verify_file
+from .proteins import ProteinError, protein_summary, read_proteins
 from .rule_io import atomic_path, sha256_of
 from .settings import DatasetSettings, ModelSettings, Setup
 from .trainable import too_small
@@ -317,7 +318,11 @@ def prepare_dataset(
         check_cells(obs, settings, where)
         check_trainable(obs, n_genes, settings, where)
         genes = _gene_table(var, dataset.gene_names, where)
-        skeleton = ad.AnnData(obs=obs, var=genes)
+        try:  # CITE-seq: the kept cells' protein counts, before any counts are written
+            obsm, protein_uns = read_proteins(f, rows, obs.index, setup, where)
+        except ProteinError as error:
+            raise DatasetError(str(error)) from None
+        skeleton = ad.AnnData(obs=obs, var=genes, obsm=obsm, uns=protein_uns)
         for key in ("simulation", "source"):
             if key in f.get("uns", {}):
                 skeleton.uns[key] = ad.io.read_elem(f["uns"][key])
@@ -352,6 +357,8 @@ def prepare_dataset(
         "batch_key": setup.batch_key,
         "batches": cells_per_batch(obs, setup.batch_key),
     }
+    if (proteins := protein_summary(obsm, protein_uns, setup)) is not None:
+        summary["proteins"] = proteins
     source_url = dataset.source
     if record:
         summary["resolved"] = record

@@ -164,3 +164,45 @@ class CsrWriter:
         if self.rows_done != self.n_rows:
             raise ValueError(f"wrote {self.rows_done} of {self.n_rows} rows")
         self.indptr[0] = 0
+
+
+def read_dense_rows(
+    dataset: h5py.Dataset, rows: np.ndarray, *, budget: int | None = None
+) -> np.ndarray:
+    """The `rows` (sorted file row numbers) of a dense dataset, read block by block, so the
+    file's other rows are never in memory (an obsm entry of an atlas)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    per_row = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+    step = max(1, int((budget or BLOCK_BYTES) // max(per_row, 1)))
+    parts = []
+    for start in range(0, rows.size, step):
+        chunk = rows[start : start + step]
+        first, last = int(chunk[0]), int(chunk[-1]) + 1
+        if chunk.size > (last - first) / 4:
+            parts.append(dataset[first:last][chunk - first])
+        else:
+            parts.append(np.concatenate([dataset[a:b] for a, b in _runs(chunk)]))
+    if not parts:
+        return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
+    return np.concatenate(parts)
+
+
+def read_obsm_rows(element: h5py.Group | h5py.Dataset, rows: np.ndarray, obs_names: pd.Index):
+    """The `rows` of an obsm entry: a dense array, a sparse matrix (returned dense) or a
+    DataFrame of numeric columns (returned as one, indexed by `obs_names`)."""
+    kind = element_kind(element)
+    if kind == "array":
+        return read_dense_rows(element, rows)
+    if kind in ("csr_matrix", "csc_matrix"):
+        n_cols = element_shape(element)[1]
+        blocks = [block for _, block in iter_rows(element, rows)]
+        return (sp.vstack(blocks) if blocks else sp.csr_matrix((0, n_cols))).toarray()
+    if kind != "dataframe":
+        raise ValueError(f"unsupported obsm encoding {kind!r}")
+    columns = [str(c) for c in np.atleast_1d(element.attrs.get("column-order", []))]
+    values = {}
+    for column in columns:
+        if not isinstance(element[column], h5py.Dataset) or element[column].dtype.kind not in "iuf":
+            raise ValueError(f"column {column!r} is not numeric")
+        values[column] = read_dense_rows(element[column], rows)
+    return pd.DataFrame(values, index=obs_names, columns=columns)

@@ -274,6 +274,9 @@ def select_hvg_file(
         if "varm" in f:
             for key in f["varm"]:
                 skeleton.varm[key] = ad.io.read_elem(f["varm"][key])[genes]
+        # per-cell entries (CITE-seq protein counts): every one kept whole
+        for key in f.get("obsm", {}):
+            skeleton.obsm[key] = ad.io.read_elem(f["obsm"][key])
         _write_table(full, table_path)
         with atomic_path(out_path) as tmp:
             skeleton.write_h5ad(tmp)

@@ -61,7 +61,7 @@ DE_COLUMNS = (
 # the folders the workflow writes into (relative to its working directory)
 OUTPUT_FOLDERS = ("results", "logs", "resources")
 
-BUILTIN_DATASETS = ("synthetic-iid", "simulated-atlas")
+BUILTIN_DATASETS = ("synthetic-iid", "simulated-atlas", "simulated-citeseq")
 BUILTIN_DATA = "resources/builtin/{name}.h5ad"
 DOWNLOADED_DATA = "resources/downloads/{digest}.h5ad"  # named by its checksum
 CELLXGENE_DATA = "resources/cellxgene/{cellxgene_id}.h5ad"
@@ -83,6 +83,8 @@ SKIPPED_REASON = "skipped_reason"
 # cv.json: the cell-wise and gene-wise tables, metric by split.
 CELL_WISE = "cell_wise"
 GENE_WISE = "gene_wise"
+# cv.json's entry of a CITE-seq model's protein CVs (cell-wise and protein-wise, as the RNA's)
+PROTEIN_CV = "protein"
 # integration.json: scib-metrics' aggregates of the model and of the PCA baseline.
 TOTAL = "total"
 TOTAL_PCA = "total_pca"

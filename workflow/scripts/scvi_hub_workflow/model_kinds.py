@@ -20,6 +20,8 @@ SETUP_KEYS = (
     "size_factor_key",
     "categorical_covariate_keys",
     "continuous_covariate_keys",
+    "protein_expression_obsm_key",
+    "protein_names_uns_key",
 )
 
 # The `model.params` keys of SCVI's constructor (the schema's defaults are SCVI's).
@@ -66,8 +68,17 @@ class ModelKind:
     param_defaults: dict = field(default_factory=dict)  # `model.params` key -> value
     train_defaults: dict = field(default_factory=dict)  # `train` key -> value
     train_extras: tuple[str, ...] = ()  # `train:` keys passed to its `train()` only
-    # Its `train()` takes `lr`, which replaces the learning rate of `plan_kwargs`.
-    lr_argument: bool = False
+    # The training-plan arguments its `train()` takes itself: each replaces the `plan_kwargs`
+    # entry of that name, with the class's own default when left out (`train_arguments`).
+    plan_arguments: tuple[str, ...] = ()
+    # Its `train()` defaults, for the plan arguments that scvi-tools' TrainingPlan leaves off
+    # but the class's `train()` turns on (so `reduce_lr_on_plateau: false` is passed as such).
+    plan_argument_offs: tuple[str, ...] = ()
+    # A constructor key's allowed values where the class takes fewer than the schema lists.
+    param_choices: dict = field(default_factory=dict)
+    # What its data hold: "rna", and "protein" for CITE-seq (the counts of
+    # `setup.protein_expression_obsm_key`): the posterior predictive check runs per modality.
+    modalities: tuple[str, ...] = ("rna",)
     # The class whose model it can start from (`model.from_scvi`: pre-train that class with the
     # same settings, then `<name>.from_scvi_model`), or None.
     pretrained_from: str | None = None
@@ -103,8 +114,20 @@ class ModelKind:
         """Constructor arguments: the `model.params` this class takes."""
         return {k: v for k, v in params.items() if k in self.params}
 
+    def train_arguments(self, kwargs: dict) -> dict:
+        """`train()` arguments with the plan entries its `train()` takes itself moved out of
+        `plan_kwargs`: passed there, its own argument's default would replace them."""
+        plan = dict(kwargs.get("plan_kwargs") or {})
+        moved = {key: plan.pop(key) for key in self.plan_arguments if key in plan}
+        moved |= {key: False for key in self.plan_argument_offs if key not in moved}
+        return {**kwargs, "plan_kwargs": plan, **moved} if self.plan_arguments else kwargs
 
-_NO_UNLABELLED = tuple(key for key in SETUP_KEYS if key != "unlabeled_category")
+
+# TOTALVI's own: the protein counts of CITE-seq data
+PROTEIN_SETUP_KEYS = ("protein_expression_obsm_key", "protein_names_uns_key")
+_NO_UNLABELLED = tuple(
+    key for key in SETUP_KEYS if key not in ("unlabeled_category", *PROTEIN_SETUP_KEYS)
+)
 
 SCVI = ModelKind(
     name="SCVI",
@@ -181,7 +204,7 @@ CONDSCVI = ModelKind(
         "prior": "mog",
     },
     train_defaults={"max_epochs": 300},
-    lr_argument=True,
+    plan_arguments=("lr",),
     # DestVI computes its prior from the training data: published with them, not minified
     can_minify=False,
     can_map_queries=False,
@@ -216,7 +239,7 @@ RNASTEREOSCOPE = ModelKind(
     required_setup={"labels_key": "a labels column (the cell types Stereoscope deconvolves into)"},
     params=(),
     train_defaults={"max_epochs": 400, "learning_rate": 0.01},
-    lr_argument=True,
+    plan_arguments=("lr",),
     can_minify=False,
     can_map_queries=False,
     every_cell_labelled=True,
@@ -248,7 +271,82 @@ RNASTEREOSCOPE = ModelKind(
     ),
 )
 
-KINDS: dict[str, ModelKind] = {kind.name: kind for kind in (SCVI, SCANVI, CONDSCVI, RNASTEREOSCOPE)}
+TOTALVI = ModelKind(
+    name="TOTALVI",
+    parent_module="scvi.model",
+    # as scvi-tools' TOTALVI.setup_anndata lists them
+    setup_keys=(
+        "protein_expression_obsm_key",
+        "protein_names_uns_key",
+        "batch_key",
+        "layer",
+        "size_factor_key",
+        "categorical_covariate_keys",
+        "continuous_covariate_keys",
+    ),
+    required_setup={
+        "protein_expression_obsm_key": "the obsm entry of the protein (antibody) counts"
+    },
+    # TOTALVI's and its module TOTALVAE's constructor arguments
+    params=(
+        "n_hidden",
+        "n_latent",
+        "n_layers_encoder",
+        "n_layers_decoder",
+        "dropout_rate_encoder",
+        "dropout_rate_decoder",
+        "gene_dispersion",
+        "protein_dispersion",
+        "gene_likelihood",
+        "latent_distribution",
+        "empirical_protein_background_prior",
+        "override_missing_proteins",
+        "use_batch_norm",
+        "use_layer_norm",
+        "encode_covariates",
+    ),
+    param_defaults={"n_hidden": 256, "n_latent": 20, "gene_likelihood": "nb"},
+    param_choices={"gene_likelihood": ("nb", "zinb")},
+    # scvi-tools' TOTALVI.train defaults: learning rate 0.004, LR reduced on plateau
+    train_defaults={"learning_rate": 0.004, "reduce_lr_on_plateau": True},
+    # its train() sets these over plan_kwargs; left null, the KL warm-up is its own (steps:
+    # 0.75 x the cells)
+    plan_arguments=("lr", "reduce_lr_on_plateau", "n_epochs_kl_warmup", "n_steps_kl_warmup"),
+    plan_argument_offs=("reduce_lr_on_plateau",),
+    # scvi-tools 1.4.2's TOTALVI.setup_anndata registers no minified-data fields (only
+    # setup_mudata does): a minified AnnData reloads as full data whose counts are all zeros
+    # (the minify rule's reload check fails). Published with its HVG data instead.
+    can_minify=False,
+    # its own train() builds the plain DataSplitter; a datamodule or sparse loading are not
+    # its arguments
+    device_loaders=False,
+    modalities=("rna", "protein"),
+    card=CardText(
+        intro=(
+            "TotalVI is a variational inference model for CITE-seq data, which measures RNA and "
+            "surface proteins in the same cells: it learns a joint latent space of both "
+            "modalities, integrates technical batches and separates the protein foreground "
+            "from its background.\n"
+            "The learned low-dimensional latent representation of the data can be used for "
+            "visualization and clustering.\n"
+            "totalVI takes as input a scRNA-seq gene expression matrix with cells and genes and "
+            "the protein (antibody) counts of the same cells."
+        ),
+        guide="totalvi",
+        paper="[totalVI manuscript](https://www.nature.com/articles/s41592-020-01050-x)",
+        usage=(
+            "This model can be used for fine tuning on new CITE-seq data of the same genes and "
+            "proteins using our Arches framework (`TOTALVI.prepare_query_anndata`, "
+            "`TOTALVI.load_query_data`):\n"
+            "[Arches tutorial](https://docs.scvi-tools.org/en/1.0.0/tutorials/notebooks/"
+            "scarches_scvi_tools.html)."
+        ),
+    ),
+)
+
+KINDS: dict[str, ModelKind] = {
+    kind.name: kind for kind in (SCVI, SCANVI, CONDSCVI, RNASTEREOSCOPE, TOTALVI)
+}
 
 
 def kind_of(name: str) -> ModelKind:

@@ -277,6 +277,7 @@ def run_query_check(
     kwargs = train_kwargs(train, accelerator, criticism.query_epochs, "query mapping")
     # scArches: no weight decay, so the frozen reference weights stay exactly as trained
     kwargs["plan_kwargs"] = {**kwargs["plan_kwargs"], "weight_decay": 0.0}
+    kwargs = kind.train_arguments(kwargs)
     mapping_started = time.perf_counter()
     query_model.train(**kwargs)
     mapping_seconds = time.perf_counter() - mapping_started

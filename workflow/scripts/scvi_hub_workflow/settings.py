@@ -109,6 +109,8 @@ class Setup(Section):
     size_factor_key: str | None
     categorical_covariate_keys: tuple[str, ...] | None
     continuous_covariate_keys: tuple[str, ...] | None
+    protein_expression_obsm_key: str | None  # TOTALVI: the obsm entry of protein counts
+    protein_names_uns_key: str | None  # TOTALVI: the uns entry of their names (an array)
 
     def setup_anndata_kwargs(self, kind: ModelKind) -> dict:
         """Arguments for `setup_anndata` of the class `kind`, in the order the cards record."""

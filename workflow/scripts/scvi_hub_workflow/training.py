@@ -169,7 +169,8 @@ def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = Tr
     import_scvi()
     from scvi.train import SaveCheckpoint
 
-    kwargs = with_loader(kwargs, model, train)
+    # the plan arguments its own train() takes (model_kinds) out of plan_kwargs
+    kwargs = kind_of(type(model).__name__).train_arguments(with_loader(kwargs, model, train))
     keep_best = bool(train.keep_best_epoch and kwargs.get("early_stopping"))
     with tempfile.TemporaryDirectory(prefix="scvi-hub-checkpoints-") as checkpoints:
         if keep_best:
@@ -309,8 +310,6 @@ def train_model(
     log.info("training %s on %s: %s", kind.name, accelerator, model)
     kwargs = train_kwargs(train, accelerator, train.max_epochs, kind.name)
     kwargs.update({key: getattr(train, key) for key in kind.train_extras})
-    if kind.lr_argument:
-        kwargs["lr"] = train.learning_rate  # it would replace plan_kwargs' with its own default
     end = train_phase(model, kwargs, train, has_latent=kind.has_latent)
     histories.append(history_table(model.history, kind.name.lower()))
     phases.append(

@@ -74,6 +74,30 @@ class ObservedCounts:
         self.close()
 
 
+class ObservedMatrix:
+    """In-memory counts with ``ObservedCounts``' reading interface: a TOTALVI model's protein
+    counts, registered with its data (cells x proteins, small beside the RNA)."""
+
+    def __init__(self, values):
+        self._values = np.asarray(values, dtype=np.float32)
+        self.shape = tuple(int(n) for n in self._values.shape)
+
+    def nonzeros(self, start: int, stop: int) -> Nonzeros:
+        return Nonzeros.from_dense(self._values[start:stop])
+
+    def nonzeros_per_gene(self) -> np.ndarray:
+        return (self._values != 0).sum(axis=0)
+
+
+def observed_proteins(model) -> ObservedMatrix:
+    """The protein counts a TOTALVI model was set up with, in its cells' order."""
+    from ..compat import import_scvi
+
+    key = import_scvi().REGISTRY_KEYS.PROTEIN_EXP_KEY
+    counts = model.adata_manager.get_from_registry(key)
+    return ObservedMatrix(counts.to_numpy() if isinstance(counts, pd.DataFrame) else counts)
+
+
 def cell_splits(model) -> np.ndarray:
     """The model's own train/validation/test label per cell, as the train rule recorded it."""
     if SPLIT_COLUMN not in model.adata.obs:

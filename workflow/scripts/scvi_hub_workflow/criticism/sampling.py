@@ -15,14 +15,18 @@ class CountLikelihood:
     """The model's count distribution for one minibatch; arrays (samples, cells, genes) float32,
     or broadcastable to that shape.
 
-    ``kind`` is "poisson" (``mean`` only), "nb" (``mean``, ``theta``: inverse dispersion) or
-    "zinb" (also ``zero_prob``, the probability of an extra zero).
+    ``kind`` is "poisson" (``mean`` only), "nb" (``mean``, ``theta``: inverse dispersion),
+    "zinb" (also ``zero_prob``, the probability of an extra zero) or "nb_mixture" (TOTALVI's
+    proteins: NB of mean ``mean`` with probability ``mix_prob`` (the background), else of mean
+    ``mean2`` (the foreground), both of inverse dispersion ``theta``).
     """
 
     kind: str
     mean: np.ndarray
     theta: np.ndarray | None = None
     zero_prob: np.ndarray | None = None
+    mean2: np.ndarray | None = None
+    mix_prob: np.ndarray | None = None
 
 
 # Same clip scvi-tools applies to Poisson rates before sampling; numpy refuses huge rates.
@@ -30,9 +34,10 @@ MAX_POISSON_RATE = 1e8
 
 
 def likelihood_blocks(
-    model, *, n_samples: int, batch_size: int, seed: int
+    model, *, n_samples: int, batch_size: int, seed: int, modality: str = "rna"
 ) -> Iterator[tuple[int, int, CountLikelihood]]:
-    """Yield ``(start, stop, likelihood)`` for consecutive cell minibatches, in cell order.
+    """Yield ``(start, stop, likelihood)`` of ``modality`` ("rna", or "protein" for TOTALVI)
+    for consecutive cell minibatches, in cell order.
 
     Only the forward pass runs in torch (latent draw from the stored posterior, then the
     decoder); the counts themselves are drawn by ``draw_counts``, in numpy, because torch's CPU
@@ -43,16 +48,56 @@ def likelihood_blocks(
     torch.manual_seed(seed)
     loader = data_loader(model, batch_size)
     model.module.eval()
+    # TOTALVAE outputs zero-inflation logits whatever its likelihood: only ZINB uses them
+    zinb = getattr(model.module, "gene_likelihood", None) == "zinb"
     start = 0
     with torch.inference_mode():
         for tensors in loader:
             _, generative = model.module.forward(
                 tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
             )
-            likelihood = _count_likelihood(generative["px"], n_samples)
+            likelihood = _modality_likelihood(generative, modality, n_samples, zinb)
             stop = start + likelihood.mean.shape[1]
             yield start, stop, likelihood
             start = stop
+
+
+def _array(tensor, n_samples: int) -> np.ndarray:
+    import torch
+
+    # scvi drops the sample axis when n_samples is 1
+    values = tensor.detach().to("cpu", torch.float32).numpy()
+    return values[None] if n_samples == 1 else values
+
+
+def _modality_likelihood(
+    generative: dict, modality: str, n_samples: int, zinb: bool = False
+) -> CountLikelihood:
+    """The count distribution of one modality from the module's generative outputs: a
+    distribution under "px" (SCVI, SCANVI, CondSCVI), or TOTALVAE's parameter dicts "px_"
+    (RNA: NB or ZINB) and "py_" (proteins: the background/foreground NB mixture its
+    `sample` draws from)."""
+    import torch
+
+    if "px" in generative and modality == "rna":
+        return _count_likelihood(generative["px"], n_samples)
+    if "px_" not in generative:
+        raise ValueError(f"the model has no {modality!r} likelihood to sample")
+    if modality == "rna":
+        px = generative["px_"]
+        mean, theta = _array(px["rate"], n_samples), _array(px["r"], n_samples)
+        if zinb:
+            zero_prob = _array(torch.sigmoid(px["dropout"]), n_samples)
+            return CountLikelihood("zinb", mean, theta, zero_prob)
+        return CountLikelihood("nb", mean, theta)
+    py = generative["py_"]
+    return CountLikelihood(
+        "nb_mixture",
+        _array(py["rate_back"], n_samples),
+        _array(py["r"], n_samples),
+        mean2=_array(py["rate_fore"], n_samples),
+        mix_prob=_array(torch.sigmoid(py["mixing"]), n_samples),
+    )
 
 
 def _count_likelihood(px, n_samples: int) -> CountLikelihood:
@@ -92,6 +137,12 @@ def draw_counts(likelihood: CountLikelihood, rng: np.random.Generator) -> Iterat
     for i, mean in enumerate(likelihood.mean):
         if likelihood.kind == "poisson":
             counts = rng.poisson(mean.astype(np.float64)).astype(np.float32)
+        elif likelihood.kind == "nb_mixture":
+            # the component first (background with mix_prob), as scvi-tools' sampler does
+            background = rng.random(mean.shape, dtype=np.float32) < likelihood.mix_prob[i]
+            mean = np.where(background, mean, likelihood.mean2[i])
+            theta = likelihood.theta[i] if likelihood.theta.ndim == 3 else likelihood.theta
+            counts = negative_binomial(mean, np.broadcast_to(theta, mean.shape), rng)
         else:
             theta = likelihood.theta[i] if likelihood.theta.ndim == 3 else likelihood.theta
             counts = negative_binomial(mean, np.broadcast_to(theta, mean.shape), rng)

@@ -26,21 +26,26 @@ def stream(
     batch_size: int,
     seed: int,
     n_workers: int = 1,
+    modality: str = "rna",
 ) -> None:
-    """Draw posterior samples minibatch by minibatch and feed them, with the matching observed
-    rows, to every accumulator.
+    """Draw posterior samples of ``modality`` ("rna", or a CITE-seq model's "protein")
+    minibatch by minibatch and feed them, with the matching observed rows, to every
+    accumulator.
 
     The forward passes run in one background thread (in order: they use torch's global RNG);
     drawing counts and the bookkeeping of up to ``n_workers`` minibatches run in worker threads
     (numpy releases the GIL there); contributions are merged in minibatch order.
     """
-    if observed.shape != (model.adata.n_obs, model.adata.n_vars):
+    n_features = model.adata.n_vars if modality == "rna" else model.summary_stats.n_proteins
+    if observed.shape != (model.adata.n_obs, n_features):
         raise ValueError(
-            f"observed counts {observed.shape} do not match the model's data "
-            f"{(model.adata.n_obs, model.adata.n_vars)}"
+            f"observed {modality} counts {observed.shape} do not match the model's data "
+            f"{(model.adata.n_obs, n_features)}"
         )
     started = time.perf_counter()
-    blocks = likelihood_blocks(model, n_samples=n_samples, batch_size=batch_size, seed=seed)
+    blocks = likelihood_blocks(
+        model, n_samples=n_samples, batch_size=batch_size, seed=seed, modality=modality
+    )
 
     def contributions(start: int, stop: int, likelihood: CountLikelihood, counts: Nonzeros):
         drawn = draw_counts(likelihood, sample_rng(seed, start))
@@ -62,7 +67,8 @@ def stream(
                 merge(*pending.popleft())
         while pending:
             merge(*pending.popleft())
-    log.info("streamed %d cells in %.1f s", model.adata.n_obs, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    log.info("streamed %d cells (%s) in %.1f s", model.adata.n_obs, modality, seconds)
 
 
 def _prefetched(iterator: Iterator, depth: int = 1) -> Iterator:
