@@ -85,7 +85,7 @@ QUERY_SCRIPT = textwrap.dedent(
     found = {
         "class": type(model).__name__,
         "parent_module": hub.metadata.model_parent_module,
-        "minified": model.minified_data_type is not None,
+        "minified": getattr(model, "minified_data_type", None) is not None,
         "latent_shape": list(model.get_latent_representation().shape),
         "n_cells": int(model.adata.n_obs),
     }
@@ -233,8 +233,9 @@ def test_every_class_loads_from_its_hub_folder_without_the_workflow(
         assert found["proteins"][0] == found["proteins"][1] == [f"protein_{i}" for i in range(24)]
 
 
-def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run):
+def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run, tmp_path):
     import anndata as ad
+    from scvi_hub_workflow.publish.certify import _run_child, write_query
 
     results = spatial_run / "results" / "tiny-totalvi"
     data = ad.read_h5ad(results / "hub" / "adata.h5ad")
@@ -259,3 +260,8 @@ def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run
     assert "modality:protein" in card and "Query mapping" in card
     query = json.loads((results / "criticism" / "query_check.json").read_text())
     assert query["ran"] and query["n_query_cells"] > 0 and 0 <= query["knn_overlap"] <= 1
+    # publishing certifies the pulled folder with held-out cells, their proteins with them
+    assert write_query(results / "model", tmp_path / "query.h5ad") > 0
+    certified = _run_child(results / "hub", str(tmp_path / "query.h5ad"), 2, 600)
+    assert certified["model_class"] == "TOTALVI"
+    assert certified["ran"].startswith("scArches query mapping")

@@ -87,7 +87,8 @@ def _read_obs(path: Path):
 
 def write_query(model_dir: str | os.PathLike, out: Path, n_cells: int = QUERY_CELLS) -> int:
     """A few held-out cells (validation, else test, else the last) of the trained model's
-    full data, with their counts, as a user's query file. Returns the number of cells."""
+    full data, with their counts (and proteins), as a user's query file. Returns the number
+    of cells."""
     import anndata
     import numpy as np
 
@@ -101,7 +102,17 @@ def write_query(model_dir: str | os.PathLike, out: Path, n_cells: int = QUERY_CE
     rows = rows[-n_cells:]
     query = adata[rows].to_memory()
     adata.file.close()
-    query = anndata.AnnData(X=query.X, obs=query.obs, var=query.var, layers=dict(query.layers))
+    # without scvi-tools' registration; with the per-cell entries (a CITE-seq model's
+    # proteins) and their names, which a query of such a model carries
+    uns = {k: v for k, v in query.uns.items() if not k.startswith("_scvi")}
+    query = anndata.AnnData(
+        X=query.X,
+        obs=query.obs,
+        var=query.var,
+        layers=dict(query.layers),
+        obsm=dict(query.obsm),
+        uns=uns,
+    )
     query.write_h5ad(out)
     return int(query.n_obs)
 
