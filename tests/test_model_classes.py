@@ -1,7 +1,8 @@
-"""Every model class end to end: one config (tests/configs/spatial.yaml) to five hub folders that
-scvi-tools loads, and the downstream use of each from its hub folder (DestVI and
-SpatialStereoscope from CondSCVI and RNAStereoscope, scArches query mapping onto TOTALVI), in a
-process that cannot import this package, as a user runs it."""
+"""Every model class end to end: to hub folders that scvi-tools loads (CondSCVI, RNAStereoscope
+and TOTALVI from tests/configs/spatial.yaml; SCVI and SCANVI from the tiny config's run, which
+the session shares with tests/test_workflow.py), and the downstream use of each from its hub
+folder (DestVI and SpatialStereoscope from CondSCVI and RNAStereoscope, scArches query mapping
+onto TOTALVI), in a process that cannot import this package, as a user runs it."""
 
 from __future__ import annotations
 
@@ -209,19 +210,20 @@ def test_each_class_publishes_its_training_data_and_says_what_applies(spatial_ru
 
 
 @pytest.mark.parametrize(
-    ("model", "model_class", "minified"),
+    ("run", "model", "model_class", "minified"),
     [
-        ("tiny-scvi", "SCVI", True),
-        ("tiny-scanvi", "SCANVI", True),
-        ("tiny-condscvi", "CondSCVI", False),
-        ("tiny-totalvi", "TOTALVI", False),
+        ("tiny_run", "tiny-scvi", "SCVI", True),
+        ("tiny_run", "tiny-scanvi", "SCANVI", True),
+        ("spatial_run", "tiny-condscvi", "CondSCVI", False),
+        ("spatial_run", "tiny-totalvi", "TOTALVI", False),
     ],
 )
 def test_every_class_loads_from_its_hub_folder_without_the_workflow(
-    spatial_run, tmp_path, model, model_class, minified
+    request, tmp_path, run, model, model_class, minified
 ):
     """(RNAStereoscope, which has no latent space, loads in the deconvolution test above.)"""
-    found = run_as_a_user(spatial_run / "results" / model / "hub", tmp_path, QUERY_SCRIPT)
+    workdir = request.getfixturevalue(run)
+    found = run_as_a_user(workdir / "results" / model / "hub", tmp_path, QUERY_SCRIPT)
     assert found["class"] == model_class and found["parent_module"] == "scvi.model"
     assert found["minified"] is minified
     assert found["latent_shape"][0] == found["n_cells"]
