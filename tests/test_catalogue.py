@@ -234,6 +234,22 @@ def test_dataset_step(case, tmp_path):
     assert not (tmp_path / "out.h5ad").exists()
 
 
+def test_a_misnamed_protein_entry_stops_the_dataset_step(tmp_path):
+    from scvi_hub_workflow.builtin_datasets import simulated_citeseq
+
+    adata = simulated_citeseq(n_cells=200, n_genes=40, n_proteins=3)
+    adata.obsm["adt"] = adata.obsm.pop("protein_expression")
+    adata.write_h5ad(tmp_path / "cite.h5ad")
+    setup = {"protein_expression_obsm_key": "protein_expression"}
+    settings = _settings(setup, "dataset", model={"class": "TOTALVI"})
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(tmp_path / "cite.h5ad", settings, tmp_path / "out.h5ad")
+    assert (
+        "obsm entry 'protein_expression' (model.setup.protein_expression_obsm_key) not found; "
+        "obsm entries: 'adt'"
+    ) in str(error.value)
+
+
 def test_every_cell_labelled_must_be_said_explicitly(tmp_path):
     """Row 4: data without the unlabelled category train only when the user says so."""
     source = _write(tmp_path, {"cell_type": ["a", "b"] * 6})  # 12 cells: enough to train
