@@ -169,19 +169,20 @@ class CsrWriter:
 def read_dense_rows(
     dataset: h5py.Dataset, rows: np.ndarray, *, budget: int | None = None
 ) -> np.ndarray:
-    """The `rows` (sorted file row numbers) of a dense dataset, read block by block, so the
-    file's other rows are never in memory (an obsm entry of an atlas)."""
+    """The `rows` (sorted file row numbers) of a dense dataset (an obsm entry or one of its
+    columns), read slab by slab of at most `budget` bytes of file rows, so memory stays
+    bounded whatever the file's size. Slabs, not row runs: a dense row is small, and one read
+    per run of a tissue's scattered rows costs far more than reading past the others."""
     rows = np.asarray(rows, dtype=np.int64)
     per_row = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
-    step = max(1, int((budget or BLOCK_BYTES) // max(per_row, 1)))
-    parts = []
-    for start in range(0, rows.size, step):
-        chunk = rows[start : start + step]
-        first, last = int(chunk[0]), int(chunk[-1]) + 1
-        if chunk.size > (last - first) / 4:
-            parts.append(dataset[first:last][chunk - first])
-        else:
-            parts.append(np.concatenate([dataset[a:b] for a, b in _runs(chunk)]))
+    span = max(1, int((budget or BLOCK_BYTES) // max(per_row, 1)))
+    parts, start = [], 0
+    while start < rows.size:
+        first = int(rows[start])
+        stop = int(np.searchsorted(rows, first + span, side="left"))
+        chunk = rows[start:stop]
+        parts.append(dataset[first : int(chunk[-1]) + 1][chunk - first])
+        start = stop
     if not parts:
         return np.empty((0, *dataset.shape[1:]), dtype=dataset.dtype)
     return np.concatenate(parts)
