@@ -581,3 +581,17 @@ def test_the_tabula_sapiens_example_plans_112_models_from_one_download(tmp_path)
     table = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
     assert table["cellxgene_download"] == "1", text[-3000:]
     assert table["dataset"] == "112" and table["train"] == "112" and table["hub"] == "112"
+
+
+def test_the_every_class_example_plans_a_hub_folder_per_class(tmp_path):
+    from scvi_hub_workflow.model_kinds import KINDS
+
+    example = ROOT / "config" / "examples" / "every-class.yaml"
+    models = resolve(yaml.safe_load(example.read_text()))
+    assert sorted(s.model.model_class for s in models.values()) == sorted(KINDS)
+    assert models["every-class-scanvi"].model.pretrained_model == "every-class-scvi"
+    result = snakemake("-n", "--configfile", str(example), workdir=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout + result.stderr
+    table = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", text, flags=re.M))
+    assert table["hub"] == str(len(KINDS)) and table["train"] == str(len(KINDS)), text[-3000:]
