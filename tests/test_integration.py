@@ -160,6 +160,17 @@ def test_one_batch_among_the_scored_cells_is_skipped_naming_the_key():
     assert "at least 2 labels" in cells.skipped
 
 
+def test_labels_each_in_one_batch_are_skipped_before_scib_fails():
+    # clusters that split by batch (a CITE-seq model's Leiden clusters): scib's batch
+    # silhouette has no label to average over and fails on an empty list
+    batches = np.repeat(["a", "b"], N_CELLS // 2)
+    labels = np.where(batches == "a", "x", "y")
+    cells = integration.unmeasurable(batches, labels, batch_key="model.setup.batch_key 'b'")
+    assert "a label found in at least 2 batches (model.setup.batch_key 'b')" in cells
+    labels[:3] = "y"  # one label in both batches: measurable
+    assert integration.unmeasurable(batches, labels, batch_key="b") is None
+
+
 def test_a_labelled_reference_beside_an_unlabelled_query_is_not_measured(tmp_path):
     # labels in one batch only: the labelled cells, which integration scores, have one batch
     labels, batches = planted()

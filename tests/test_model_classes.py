@@ -264,6 +264,13 @@ def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run
     assert query["ran"] and query["n_query_cells"] > 0 and 0 <= query["knn_overlap"] <= 1
     # publishing certifies the pulled folder with held-out cells, their proteins with them
     assert write_query(results / "model", tmp_path / "query.h5ad") > 0
-    certified = _run_child(results / "hub", str(tmp_path / "query.h5ad"), 2, 600)
+    certified = _run_child(
+        results / "hub",
+        str(tmp_path / "query.h5ad"),
+        2,
+        tmp_path / "latent.npz",
+        results / "model",
+        600,
+    )
     assert certified["model_class"] == "TOTALVI"
     assert certified["ran"].startswith("scArches query mapping")

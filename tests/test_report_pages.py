@@ -72,3 +72,11 @@ def test_an_object_of_objects_becomes_one_table_a_row_each():
     assert "<tr><th></th><th>mae</th><th>ceiling.mae</th></tr>" in shown
     assert "<tr><th>validation</th><td>0.75</td><td>n/a</td></tr>" in shown
     assert json_html({"ran": True}) == "<table><tr><th>ran</th><td>true</td></tr></table>"
+
+
+def test_an_empty_result_table_is_a_page_that_says_so(tmp_path):
+    from scvi_hub_workflow.report_pages import result_page
+
+    empty = tmp_path / "integration.tsv"
+    empty.write_text("")
+    assert "empty (nothing to tabulate)" in result_page(empty, "integration.tsv of m")

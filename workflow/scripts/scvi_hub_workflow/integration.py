@@ -78,7 +78,20 @@ def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str
             f"integration needs at least 2 labels among the cells it scores; the "
             f"{len(labels)} {what} have {n_labels}"
         )
+    if not any(_mixable(batches[labels == label]) for label in np.unique(labels)):
+        # scib's batch silhouette is a mean over labels found in several batches: none, no score
+        return (
+            f"integration needs a label found in at least 2 batches ({batch_key}); each label "
+            f"of the {len(labels)} {what} is in one batch only"
+        )
     return None
+
+
+def _mixable(batches: np.ndarray) -> bool:
+    """Whether one label's cells can show batch mixing (scib's silhouette_batch skips a label
+    in one batch, or with one cell per batch)."""
+    n_batches = len(np.unique(batches))
+    return 1 < n_batches < len(batches)
 
 
 def label_source(labels_key: str | None) -> str:

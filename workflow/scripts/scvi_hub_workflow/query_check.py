@@ -264,6 +264,10 @@ def run_query_check(
     log.info("holding out %s=%s: %d query cells, %d reference cells",
              batch_key, batch, query.n_obs, reference.n_obs)  # fmt: skip
 
+    if settings.model.pretrained_model:
+        # the published model it starts from saw the held-out batch: the reference pre-trains
+        # its own on the reference cells (`from_scvi: true`), the rest of the recipe the same
+        settings = settings.replace(model=settings.model.replace(from_scvi=True))
     reference_model, _, reference_summary = train_model(reference, settings, cuda_available)
     accelerator = reference_summary["accelerator"]
     model_cls = type(reference_model)

@@ -141,8 +141,11 @@ def result_page(path, title: str) -> str:
     path = Path(path)
     if path.suffix == ".json":
         return json_page(json.loads(path.read_text()), title, f"{path}")
-    table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
-    caption = str(path)
+    try:
+        table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
+    except pd.errors.EmptyDataError:  # a check with nothing to tabulate writes an empty file
+        table = pd.DataFrame()
+    caption = str(path) if len(table.columns) else f"{path}: empty (nothing to tabulate)"
     if len(table) > MAX_ROWS:
         caption += f": the first {MAX_ROWS} of its {len(table)} rows (the file holds them all)"
         table = table.head(MAX_ROWS)
