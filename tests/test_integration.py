@@ -261,6 +261,14 @@ def test_without_labels_the_clusters_are_the_label_source(files):
     assert summary["n_cells"] == N_CELLS and summary["n_cells_unlabelled"] == 0
 
 
+def test_clusters_each_in_one_batch_say_the_latent_keeps_batches_apart(files):
+    _, batches = planted()
+    clusters = pd.Series(np.asarray(batches, dtype=str))  # the latent's clusters are its batches
+    summary, table = run_integrate(files, labels=clusters, labels_key=None, max_cells=1000)
+    assert summary["ran"] is False and table.empty
+    assert summary["skipped_reason"].endswith("the model's latent, which keeps batches apart")
+
+
 def test_reading_is_refused_when_the_files_hold_other_cells(files, tmp_path):
     other = ad.read_h5ad(files / "hvg.h5ad")
     other.obs_names = [f"other_{i}" for i in range(other.n_obs)]

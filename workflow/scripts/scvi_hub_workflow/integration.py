@@ -8,6 +8,7 @@ and jax are imported only inside ``score_embeddings``: no other job pays for the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -58,6 +59,9 @@ class Cells:
     skipped: str | None = None
 
 
+ONE_BATCH_ONLY = "one batch only"
+
+
 def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str | None:
     """Why integration cannot be measured on cells with these batches and labels, or None.
 
@@ -82,7 +86,7 @@ def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str
         # scib's batch silhouette is a mean over labels found in several batches: none, no score
         return (
             f"integration needs a label found in at least 2 batches ({batch_key}); each label "
-            f"of the {len(labels)} {what} is in one batch only"
+            f"of the {len(labels)} {what} is in {ONE_BATCH_ONLY}"
         )
     return None
 
@@ -366,6 +370,12 @@ def integrate(
         max_cells=max_cells,
         seed=seed,
     )
+    if cells.skipped and source == "clusters" and cells.skipped.endswith(ONE_BATCH_ONLY):
+        # clusters of the model's own latent, each in one batch: that is the finding
+        skipped = (
+            f"{cells.skipped}: these are clusters of the model's latent, which keeps batches apart"
+        )
+        cells = dataclasses.replace(cells, skipped=skipped)
     if cells.skipped:
         return skipped_summary(
             cells, source=source, key=labels_key or CLUSTER_COLUMN, batch_key=batch_key
