@@ -8,7 +8,6 @@ and jax are imported only inside ``score_embeddings``: no other job pays for the
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -59,15 +58,14 @@ class Cells:
     skipped: str | None = None
 
 
-ONE_BATCH_ONLY = "one batch only"
-
-
-def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str | None:
+def unmeasurable(
+    batches, labels, *, batch_key: str, what: str = "cells", clusters: bool = False
+) -> str | None:
     """Why integration cannot be measured on cells with these batches and labels, or None.
 
     Batch mixing needs at least 2 batches among the scored cells, bio conservation at least 2
     labels: a labelled reference in one batch beside an unlabelled query batch has a single
-    batch among its labelled cells.
+    batch among its labelled cells. ``clusters``: the labels are clusters of the latent.
     """
     batches, labels = np.asarray(batches, dtype=str), np.asarray(labels, dtype=str)
     n_batches, n_labels = len(np.unique(batches)), len(np.unique(labels))
@@ -82,20 +80,14 @@ def unmeasurable(batches, labels, *, batch_key: str, what: str = "cells") -> str
             f"integration needs at least 2 labels among the cells it scores; the "
             f"{len(labels)} {what} have {n_labels}"
         )
-    if not any(_mixable(batches[labels == label]) for label in np.unique(labels)):
-        # scib's batch silhouette is a mean over labels found in several batches: none, no score
+    # scib's batch silhouette averages over the labels in 2+ batches (not 1 cell per batch)
+    per_label = (batches[labels == label] for label in np.unique(labels))
+    if not any(1 < len(np.unique(b)) < len(b) for b in per_label):
         return (
             f"integration needs a label found in at least 2 batches ({batch_key}); each label "
-            f"of the {len(labels)} {what} is in {ONE_BATCH_ONLY}"
-        )
+            f"of the {len(labels)} {what} is in one batch only"
+        ) + (": these are clusters of the model's latent, which keeps batches apart" * clusters)
     return None
-
-
-def _mixable(batches: np.ndarray) -> bool:
-    """Whether one label's cells can show batch mixing (scib's silhouette_batch skips a label
-    in one batch, or with one cell per batch)."""
-    n_batches = len(np.unique(batches))
-    return 1 < n_batches < len(batches)
 
 
 def label_source(labels_key: str | None) -> str:
@@ -111,6 +103,7 @@ def choose_cells(
     unlabeled_category: str | None,
     max_cells: int,
     seed: int,
+    clusters: bool = False,
 ) -> Cells:
     """The labelled cells (the unlabeled category left out), subsampled to ``max_cells`` with
     ``seed``; ``labels`` is per cell of ``obs``, in its order."""
@@ -135,6 +128,7 @@ def choose_cells(
         chosen_labels,
         batch_key=f"model.setup.batch_key {batch_key!r}",
         what="labelled cells" if unlabeled_category is not None else "cells",
+        clusters=clusters,
     )
     record = {
         "n_cells_model": len(obs),
@@ -369,13 +363,8 @@ def integrate(
         unlabeled_category=setup.unlabeled_category if labels_key else None,
         max_cells=max_cells,
         seed=seed,
+        clusters=not labels_key,
     )
-    if cells.skipped and source == "clusters" and cells.skipped.endswith(ONE_BATCH_ONLY):
-        # clusters of the model's own latent, each in one batch: that is the finding
-        skipped = (
-            f"{cells.skipped}: these are clusters of the model's latent, which keeps batches apart"
-        )
-        cells = dataclasses.replace(cells, skipped=skipped)
     if cells.skipped:
         return skipped_summary(
             cells, source=source, key=labels_key or CLUSTER_COLUMN, batch_key=batch_key
