@@ -155,7 +155,12 @@ def test_summary_row_has_the_headline_metrics():
     assert row["label_accuracy_validation"] == 0.95
     scvi = summary_row("s", training | {"model_class": "SCVI"}, cv, de)
     assert scvi["label_accuracy_validation"] is None
-    assert list(summary_table([row, scvi]).columns) == list(COLUMNS)
+    assert row["protein_cv_pearson_all"] is None  # no proteins: n/a
+    part = {"cell_wise": {"validation": {"pearson": 0.5}}, "gene_wise": {"all": {"pearson": 0.8}}}
+    totalvi = summary_row("t", training | {"model_class": "TOTALVI"}, cv | {"protein": part}, de)
+    assert totalvi["protein_cell_cv_pearson_validation"] == 0.5
+    assert totalvi["protein_cv_pearson_all"] == 0.8 and totalvi["gene_cv_pearson_all"] == 0.9
+    assert list(summary_table([row, scvi, totalvi]).columns) == list(COLUMNS)
 
 
 def test_umap_legend_is_outside_and_unlabelled_cells_lie_beneath():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checks import CHECKS
-from .layout import CELL_WISE, GENE_WISE, RAN
+from .layout import CELL_WISE, GENE_WISE, PROTEIN_CV, RAN
 from .rule_io import atomic_path
 
 COMPLETE = "complete"
@@ -40,6 +40,9 @@ BASE_COLUMNS = (
     "epochs",
     "cell_cv_pearson_validation",
     "gene_cv_pearson_all",
+    # a CITE-seq model's (TOTALVI) posterior predictive check of its proteins
+    "protein_cell_cv_pearson_validation",
+    "protein_cv_pearson_all",
     "mean_de_roc_auc",
 )
 COLUMNS = BASE_COLUMNS + tuple(column for check in CHECKS for column in check.columns)
@@ -53,6 +56,7 @@ def summary_row(
     apply or was skipped, is None (n/a)."""
     # a class that cannot sample counts has no posterior predictive metrics (cv[RAN] false)
     sampled = cv.get(RAN, True)
+    protein = cv.get(PROTEIN_CV) if sampled else None
     aucs = [g["roc_auc"] for g in de.get("groups", []) if g.get("roc_auc") is not None]
     row = {
         "model": name,
@@ -62,6 +66,10 @@ def summary_row(
         "epochs": training.get("total_epochs", training["epochs"]),
         "cell_cv_pearson_validation": cv[CELL_WISE]["validation"]["pearson"] if sampled else None,
         "gene_cv_pearson_all": cv[GENE_WISE]["all"]["pearson"] if sampled else None,
+        "protein_cell_cv_pearson_validation": (
+            protein[CELL_WISE]["validation"]["pearson"] if protein else None
+        ),
+        "protein_cv_pearson_all": protein[GENE_WISE]["all"]["pearson"] if protein else None,
         "mean_de_roc_auc": sum(aucs) / len(aucs) if aucs else None,
     }
     for check in CHECKS:
