@@ -112,6 +112,22 @@ def test_latent_umap_cv_scatter_and_de_figures():
     assert "n/a" in {t.get_text() for t in made["de"].axes[0].texts}
     for figure in made.values():
         assert_not_blank(figure)
+    # a CITE-seq model: the proteins in a row of their own, with cv.json's protein numbers
+    proteins = genes.head(12).rename_axis("protein")
+    protein_cv = {
+        "cell_wise": {"train": {"pearson": 0.47}, "validation": {"pearson": 0.53}},
+        "gene_wise": {"all": {"pearson": 0.98}},
+    }
+    ppc = figures.cv_scatter(cells, genes, 0, cv | {"protein": protein_cv}, (cells, proteins))
+    titles = [ax.get_title() for ax in ppc.axes]
+    assert titles == [
+        "RNA, per cell (Pearson: train 0.91, validation 0.87)",
+        "RNA, per gene (Pearson, all cells: 0.99)",
+        "proteins, per cell (Pearson: train 0.47, validation 0.53)",
+        "proteins, per protein (Pearson, all cells: 0.98)",
+    ]
+    assert len(ppc.axes[3].collections[0].get_offsets()) == 12
+    assert_not_blank(ppc)
 
 
 def test_label_transfer_figures():

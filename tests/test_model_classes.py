@@ -252,6 +252,9 @@ def test_totalvi_carries_its_proteins_and_is_criticised_per_modality(spatial_run
         assert -1 <= part["cell_wise"]["validation"]["ceiling"]["pearson"] <= 1
     assert cv["gene_wise"]["all"]["n_genes"] == 150 and cv["protein"]["n_proteins"] == 24
     assert cv["protein"]["gene_wise"]["all"]["n_genes"] == 24
+    # the values behind them, for the PPC figure's protein row
+    proteins = (results / "criticism" / "cv_proteins.tsv").read_text().splitlines()
+    assert proteins[0] == "protein\tobserved_cv\tmodel_cv" and len(proteins) == 1 + 24
     de = json.loads((results / "criticism" / "de.json").read_text())
     assert de["groups"]  # the DE benchmark on the RNA (Leiden clusters: no labels)
     card = (results / "card" / "README.md").read_text()

@@ -37,6 +37,9 @@ rule posterior_predictive_check:
         # the per-cell and per-gene CVs behind cv.json, for the report's scatter plots
         cv_cells="results/{model}/criticism/cv_cells.tsv",
         cv_genes="results/{model}/criticism/cv_genes.tsv",
+        # a CITE-seq model's per cell over its proteins and per protein (others: empty)
+        cv_protein_cells="results/{model}/criticism/cv_protein_cells.tsv",
+        cv_proteins="results/{model}/criticism/cv_proteins.tsv",
     log:
         "logs/{model}/posterior_predictive_check.log",
     benchmark:

@@ -11,6 +11,8 @@ rule figures:
         cv="results/{model}/criticism/cv.json",
         cv_cells="results/{model}/criticism/cv_cells.tsv",
         cv_genes="results/{model}/criticism/cv_genes.tsv",
+        cv_protein_cells="results/{model}/criticism/cv_protein_cells.tsv",
+        cv_proteins="results/{model}/criticism/cv_proteins.tsv",
         de="results/{model}/criticism/de.tsv",
     output:
         training=report(

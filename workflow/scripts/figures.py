@@ -27,6 +27,15 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
             ("de", {}),
         )
     }
+    # a CITE-seq model's protein CVs, beneath the RNA's
+    proteins = (
+        (
+            pd.read_csv(inputs.cv_protein_cells, sep="\t", index_col="cell"),
+            pd.read_csv(inputs.cv_proteins, sep="\t", index_col="protein"),
+        )
+        if "protein" in kind.modalities and kind.samples_counts
+        else None
+    )
     figures = model_figures(
         pd.read_csv(inputs.history, sep="\t", index_col="epoch"),
         adata.obs,
@@ -40,6 +49,7 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         seed=settings.train.seed,
         absent_reason=kind.not_sampling,
         unlabeled_category=settings.model.setup.unlabeled_category,
+        proteins=proteins,
     )
     for name, figure in figures.items():
         with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821

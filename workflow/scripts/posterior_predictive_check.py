@@ -13,7 +13,14 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
         log.info("not applicable to %s: %s", settings.model.model_class, result)
         write_json(snakemake.output.cv, result)  # noqa: F821
         write_json(snakemake.output.de_summary, result)  # noqa: F821
-        for name in ("de_table", "cells", "cv_cells", "cv_genes"):
+        for name in (
+            "de_table",
+            "cells",
+            "cv_cells",
+            "cv_genes",
+            "cv_protein_cells",
+            "cv_proteins",
+        ):
             with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821
                 tmp.write_text("")
     else:
@@ -43,4 +50,13 @@ with logged_to(snakemake.log[0]) as log:  # noqa: F821
             values.cells.to_csv(tmp, sep="\t")
         with atomic_path(snakemake.output.cv_genes) as tmp:  # noqa: F821
             values.genes.to_csv(tmp, sep="\t")
+        for name, table in (
+            ("cv_protein_cells", values.protein_cells),
+            ("cv_proteins", values.proteins),
+        ):
+            with atomic_path(snakemake.output[name]) as tmp:  # noqa: F821
+                if table is None:  # a model without proteins
+                    tmp.write_text("")
+                else:
+                    table.to_csv(tmp, sep="\t")
         log.info("cell-wise CV: %s", cv["cell_wise"])

@@ -19,7 +19,15 @@ from .label_figures import (  # noqa: F401  (the label_transfer rule)
     calibration_curve,
     confusion_matrix,
 )
-from .layout import CELL_WISE, GENE_WISE, PHASE_COLUMN, RAN, SKIPPED_REASON, SPLIT_COLUMN
+from .layout import (
+    CELL_WISE,
+    GENE_WISE,
+    PHASE_COLUMN,
+    PROTEIN_CV,
+    RAN,
+    SKIPPED_REASON,
+    SPLIT_COLUMN,
+)
 
 DPI = 110
 # The UMAP runs on at most this many cells (a seeded subsample above it): the embedding of a
@@ -164,28 +172,46 @@ def _pearson(table: dict, split: str) -> str:
     return "n/a" if value is None or value != value else f"{value:.2f}"
 
 
-def cv_scatter(cells: pd.DataFrame, genes: pd.DataFrame, seed: int, cv: dict) -> Figure:
+def cv_scatter(
+    cells: pd.DataFrame,
+    genes: pd.DataFrame,
+    seed: int,
+    cv: dict,
+    proteins: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+) -> Figure:
     """Model against observed coefficient of variation: per cell (training and validation cells,
     coloured by split) and per gene (all cells). The Pearson correlations in the titles are
-    cv.json's (the card's), per split."""
-    figure = Figure(figsize=(10, 4.4), layout="constrained")
-    left, right = figure.subplots(1, 2)
+    cv.json's (the card's), per split. ``proteins``: a CITE-seq model's per-cell and
+    per-protein CVs, a row of their own beneath the RNA's."""
+    if proteins is None:
+        figure = Figure(figsize=(10, 4.4), layout="constrained")
+        _cv_row(figure.subplots(1, 2), cells, genes, seed, cv, "")
+        return figure
+    figure = Figure(figsize=(10, 8.6), layout="constrained")
+    rna, protein = figure.subplots(2, 2)
+    _cv_row(rna, cells, genes, seed, cv, "RNA, ")
+    _cv_row(protein, *proteins, seed, cv.get(PROTEIN_CV, {}), "proteins, ", feature="protein")
+    return figure
+
+
+def _cv_row(axes, cells, genes, seed: int, cv: dict, modality: str, feature: str = "gene"):
+    """One modality's two scatters: per cell by split, and per gene (or protein)."""
+    left, right = axes
     cells = cells[cells[SPLIT_COLUMN].isin(["train", "validation"])]
     cells = cells.iloc[subsample(len(cells), MAX_SCATTER_POINTS, seed)]
     colours = np.where(cells[SPLIT_COLUMN] == "train", "C0", "C1")
     cell_wise, gene_wise = cv.get(CELL_WISE, {}), cv.get(GENE_WISE, {})
     cell_title = (
-        f"per cell (Pearson: train {_pearson(cell_wise, 'train')}, "
+        f"{modality}per cell (Pearson: train {_pearson(cell_wise, 'train')}, "
         f"validation {_pearson(cell_wise, 'validation')})"
     )
     _identity_scatter(left, cells["observed_cv"], cells["model_cv"], colours, cell_title)
     for split, colour in (("train", "C0"), ("validation", "C1")):
         left.scatter([], [], color=colour, label=split)
     left.legend(loc="upper left", frameon=False)
-    gene_title = f"per gene (Pearson, all cells: {_pearson(gene_wise, 'all')})"
+    gene_title = f"{modality}per {feature} (Pearson, all cells: {_pearson(gene_wise, 'all')})"
     _identity_scatter(right, genes["observed_cv"], genes["model_cv"], "C2", gene_title)
     right.legend(loc="upper left", frameon=False)
-    return figure
 
 
 def de_benchmark(table: pd.DataFrame, n_genes: int | None = None) -> Figure:
@@ -251,6 +277,7 @@ def model_figures(
     seed: int,
     absent_reason: str = "",
     unlabeled_category: str | None = None,
+    proteins: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> dict[str, Figure]:
     """Every per-model figure of the report: training, latent UMAP, PPC scatter, DE benchmark.
 
@@ -278,7 +305,7 @@ def model_figures(
         figures["ppc"] = not_shown("Posterior predictive check", absent_reason)
         figures["de"] = not_shown("DE benchmark", absent_reason)
     else:
-        figures["ppc"] = cv_scatter(cv_cells, cv_genes, seed, cv)
+        figures["ppc"] = cv_scatter(cv_cells, cv_genes, seed, cv, proteins)
         figures["de"] = de_benchmark(de_table, n_genes=len(cv_genes))
     return figures
 

@@ -129,10 +129,13 @@ class CoefficientOfVariation:
 
 @dataclass(frozen=True)
 class CVValues:
-    """Per-cell and per-gene coefficients of variation, observed and model (criticism/cv_*.tsv)."""
+    """Per-cell and per-gene coefficients of variation, observed and model (criticism/cv_*.tsv);
+    a CITE-seq model's also per cell over its proteins and per protein."""
 
     cells: pd.DataFrame
     genes: pd.DataFrame
+    protein_cells: pd.DataFrame | None = None
+    proteins: pd.DataFrame | None = None
 
 
 class DifferentialExpression:

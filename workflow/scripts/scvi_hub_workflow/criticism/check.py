@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -18,7 +19,13 @@ from .accumulators import (
     DifferentialExpression,
 )
 from .grouping import Grouping, resolve_groups
-from .observed import ObservedCounts, cell_splits, load_minified_model, observed_proteins
+from .observed import (
+    ObservedCounts,
+    cell_splits,
+    load_minified_model,
+    observed_proteins,
+    protein_names,
+)
 from .stream import stream
 from .tables import de_summary, de_table
 
@@ -95,16 +102,22 @@ def criticise(
     )
     summary = de_summary(grouping, table, alpha=alpha, top_n=top_n, n_samples=n_samples)
     cv_result = {"n_samples": n_samples, "seed": seed, "threads": n_workers} | cv.result()
-    if "protein" in kind_of(type(model).__name__).modalities:
-        cv_result[PROTEIN_CV] = protein_cv(model, n_samples, batch_size, seed, n_workers)
     values = cv.values(model.adata.obs_names, model.adata.var_names)
+    if "protein" in kind_of(type(model).__name__).modalities:
+        cv_result[PROTEIN_CV], proteins = protein_cv(model, n_samples, batch_size, seed, n_workers)
+        values = dataclasses.replace(
+            values, protein_cells=proteins.cells, proteins=proteins.genes.rename_axis("protein")
+        )
     return cv_result, table, summary, values
 
 
-def protein_cv(model, n_samples: int, batch_size: int, seed: int, n_workers: int) -> dict:
+def protein_cv(
+    model, n_samples: int, batch_size: int, seed: int, n_workers: int
+) -> tuple[dict, CVValues]:
     """The CV metrics of a CITE-seq model's protein counts, from a pass of their own (the DE
     benchmark is on the RNA): cell-wise over proteins and protein-wise over cells, each with
-    its ceiling, as the RNA's. The forward passes are redone: the RNA pass keeps no latent."""
+    its ceiling, as the RNA's, and the CVs behind them. The forward passes are redone: the RNA
+    pass keeps no latent."""
     observed = observed_proteins(model)
     cv = CoefficientOfVariation(cell_splits(model), n_samples, observed.shape[1])
     stream(
@@ -117,7 +130,8 @@ def protein_cv(model, n_samples: int, batch_size: int, seed: int, n_workers: int
         n_workers=n_workers,
         modality="protein",
     )
-    return {"n_proteins": observed.shape[1]} | cv.result()
+    names = protein_names(model, observed.shape[1])
+    return {"n_proteins": observed.shape[1]} | cv.result(), cv.values(model.adata.obs_names, names)
 
 
 def posterior_predictive_check(

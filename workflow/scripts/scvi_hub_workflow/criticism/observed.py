@@ -98,6 +98,15 @@ def observed_proteins(model) -> ObservedMatrix:
     return ObservedMatrix(counts.to_numpy() if isinstance(counts, pd.DataFrame) else counts)
 
 
+def protein_names(model, n_proteins: int) -> list[str]:
+    """The names of a TOTALVI model's proteins, as its setup registered them."""
+    from ..compat import import_scvi
+
+    key = import_scvi().REGISTRY_KEYS.PROTEIN_EXP_KEY
+    names = getattr(model.adata_manager.get_state_registry(key), "column_names", None)
+    return [str(n) for n in names] if names is not None else [str(i) for i in range(n_proteins)]
+
+
 def cell_splits(model) -> np.ndarray:
     """The model's own train/validation/test label per cell, as the train rule recorded it."""
     if SPLIT_COLUMN not in model.adata.obs:
