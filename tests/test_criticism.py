@@ -103,6 +103,9 @@ class _Files(list):
         super().__init__(named.values())
         self.__dict__.update(named)
 
+    def __getitem__(self, key):
+        return self.__dict__[key] if isinstance(key, str) else super().__getitem__(key)
+
 
 def _run_rule(script, *, input, output, settings, log):
     snakemake = SimpleNamespace(
@@ -154,6 +157,8 @@ def _run_check(minified_model, tmp_path, labels_key):
         "cells": str(tmp_path / "cells.tsv"),
         "cv_cells": str(tmp_path / "cv_cells.tsv"),
         "cv_genes": str(tmp_path / "cv_genes.tsv"),
+        "cv_protein_cells": str(tmp_path / "cv_protein_cells.tsv"),
+        "cv_proteins": str(tmp_path / "cv_proteins.tsv"),
     }
     _run_rule(
         "posterior_predictive_check.py",
@@ -193,6 +198,7 @@ def test_posterior_predictive_check_rule_cv(minified_model, tmp_path):
     assert (cells["split"].to_numpy() == splits).all()
     genes = pd.read_csv(tmp_path / "cv_genes.tsv", sep="\t", index_col="gene")
     np.testing.assert_allclose(genes["model_cv"], gene_wise_cv(samples))
+    assert (tmp_path / "cv_proteins.tsv").read_text() == ""  # an RNA model has no proteins
 
 
 @pytest.mark.parametrize("labels_key", ["cell_type", None])
