@@ -61,7 +61,9 @@ def test_precedence_builtin_then_defaults_then_model():
     cfg = minimal(hvg={"flavor": "pearson_residuals"})
     cfg["defaults"] = {"hvg": {"n_top_genes": 777, "flavor": "seurat_v3"}}
     hvg = model_settings(cfg, "m").hvg
-    assert hvg == HvgSettings(n_top_genes=777, flavor="pearson_residuals", batch_aware=True)
+    assert hvg == HvgSettings(
+        n_top_genes=777, flavor="pearson_residuals", batch_aware=True, batch_key=None, span=0.3
+    )
 
 
 def test_explicit_null_overrides_a_default():
@@ -575,6 +577,12 @@ def test_the_tabula_sapiens_example_plans_112_models_from_one_download(tmp_path)
     assert scanvi.model.pretrained_model == "tabula-sapiens-bone-marrow-scvi"
     assert scanvi.publish.repo_id == "scvi-tools/tabula-sapiens-bone-marrow-scanvi"
     assert scanvi.dataset.subset == {"tissue_in_publication": "Bone_Marrow"}
+    # the notebook's HVGs, shared by the four classes: per donor and assay, span 1.0
+    assert scanvi.dataset.join_columns == {"donor_assay": ["donor_id", "assay"]}
+    stereoscope = models["tabula-sapiens-bone-marrow-stereoscope"]
+    assert stereoscope.hvg == scanvi.hvg
+    assert (scanvi.hvg.batch_key, scanvi.hvg.span) == ("donor_assay", 1.0)
+    assert scanvi.model.setup.batch_key == "donor_assay"
     result = snakemake("-n", "--configfile", str(example), workdir=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout + result.stderr

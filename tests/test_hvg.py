@@ -32,6 +32,7 @@ def dataset(tmp_path):
         ({"batch_key": None}, HVG),
         ({"batch_key": "batch"}, {**HVG, "batch_aware": False}),
         ({"batch_key": "batch", "layer": "counts"}, {**HVG, "n_top_genes": None}),
+        ({"batch_key": "batch"}, {**HVG, "span": 1.0}),  # the Tabula Sapiens recipe's
     ],
 )
 def test_streaming_seurat_v3_equals_scanpy(tmp_path, monkeypatch, dataset, setup, hvg):

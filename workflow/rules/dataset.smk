@@ -56,7 +56,8 @@ rule dataset:
         "../../envs/scanpy.yaml"
     params:
         # the model's class and labels: what its labels column must hold; the split, minibatch
-        # and HVG flavor: how few cells and genes can train (trainable.py)
+        # and HVG flavor: how few cells and genes can train (trainable.py); the HVG batches:
+        # a column it checks
         settings=settings_of(
             "name",
             "dataset",
@@ -69,6 +70,8 @@ rule dataset:
             "train.early_stopping",
             "train.batch_size",
             "hvg.flavor",
+            "hvg.batch_aware",
+            "hvg.batch_key",
         ),
     script:
         "../scripts/dataset.py"

@@ -201,6 +201,15 @@ def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
             f"{key}.model.every_cell_labelled: only {_either(owners('has_unlabelled_cells'))} "
             "uses it"
         )
+    for new, columns in (s["dataset"].get("join_columns") or {}).items():
+        if new in columns:
+            problems.append(
+                f"{key}.dataset.join_columns.{new}: the new column cannot be one it joins"
+            )
+    if s["hvg"].get("batch_key") and not s["hvg"]["batch_aware"]:
+        problems.append(
+            f"{key}.hvg.batch_key: genes are ranked per batch only with hvg.batch_aware: true"
+        )
     train = s["train"]
     if train["early_stopping"] and train["train_size"] >= 1:
         problems.append(

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from . import h5ad_io
 from .dataset_record import composition, newer_version  # noqa: F401  (the dataset rule)
 from .downloads import verify_file
+from .joined_columns import join_columns
 from .proteins import ProteinError, protein_summary, read_proteins
 from .rule_io import atomic_path, sha256_of
 from .settings import DatasetSettings, ModelSettings, Setup
@@ -45,26 +46,27 @@ def check_counts(matrix: sp.csr_matrix, where: str) -> None:
         )
 
 
-def _check_obs(obs: pd.DataFrame, setup: Setup, where: str) -> None:
-    for key, column in setup.obs_columns():
+def _check_obs(obs: pd.DataFrame, setup: Setup, where: str, hvg_batch: str | None = None) -> None:
+    """The obs columns the model's setup and the HVG step's batches (`hvg_batch`) read."""
+    named = [(f"model.setup.{key}", column) for key, column in setup.obs_columns()]
+    named += [("hvg.batch_key", hvg_batch)] if hvg_batch else []
+    for key, column in named:
         if column not in obs.columns:
             raise DatasetError(
-                f"{where}: obs column {column!r} (model.setup.{key}) not found; "
+                f"{where}: obs column {column!r} ({key}) not found; "
                 f"columns: {', '.join(map(str, obs.columns)) or 'none'}"
             )
         values = obs[column]
         if values.isna().any():
             raise DatasetError(
-                f"{where}: obs column {column!r} (model.setup.{key}) has "
+                f"{where}: obs column {column!r} ({key}) has "
                 f"{int(values.isna().sum())} missing values"
             )
-        numeric = key in ("size_factor_key", "continuous_covariate_keys")
+        numeric = key.endswith(("size_factor_key", "continuous_covariate_keys"))
         if numeric and not (
             pd.api.types.is_numeric_dtype(values) and np.all(np.isfinite(values.to_numpy(float)))
         ):
-            raise DatasetError(
-                f"{where}: obs column {column!r} (model.setup.{key}) must be finite numbers"
-            )
+            raise DatasetError(f"{where}: obs column {column!r} ({key}) must be finite numbers")
     if setup.size_factor_key and (obs[setup.size_factor_key] <= 0).any():
         raise DatasetError(
             f"{where}: obs column {setup.size_factor_key!r} (model.setup.size_factor_key) "
@@ -310,9 +312,14 @@ def prepare_dataset(
         n_file_cells, n_genes = h5ad_io.element_shape(element)
         if n_file_cells == 0 or n_genes == 0:
             raise DatasetError(f"{where}: the data has {n_file_cells} cells x {n_genes} genes")
+        try:  # from obs alone, before the subset (which may name them)
+            obs = join_columns(obs, dataset.join_columns)
+        except ValueError as error:
+            raise DatasetError(f"{where}: {error}") from None
         rows = select_cells(obs, dataset, settings.train.seed, where)
         obs = obs.iloc[rows].copy()
-        _check_obs(obs, setup, where)
+        hvg = settings.hvg
+        _check_obs(obs, setup, where, hvg.batch_key if hvg.batch_aware else None)
         for key in setup.categorical_columns():
             obs[key] = obs[key].astype(str).astype("category")
         check_cells(obs, settings, where)

@@ -4,7 +4,7 @@ scanpy's `highly_variable_genes(flavor="seurat_v3")` needs the whole counts matr
 (5 x 10^5 cells x 20k genes is ~7 GB of CSR before its copies), so `seurat_v3` is computed here
 from two streaming passes over row blocks of the file: per-batch gene sums and sums of squares
 (means and variances), then, after scanpy's loess fit of log10 variance on log10 mean
-(scikit-misc, span 0.3, degree 2), per-batch sums of the clipped counts. The ranking and the
+(scikit-misc, `hvg.span`, degree 2), per-batch sums of the clipped counts. The ranking and the
 table are scanpy's; tests/test_hvg.py checks the result equals scanpy's on small data.
 `pearson_residuals` still goes through scanpy and reads the matrix whole.
 """
@@ -24,7 +24,7 @@ from . import h5ad_io
 from .rule_io import atomic_path
 from .settings import HvgSettings, ModelSettings, Setup
 
-SPAN = 0.3  # scanpy's default for seurat_v3
+SPAN = 0.3  # scanpy's default for seurat_v3 (hvg.span's default)
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,18 @@ def tiny_batches(batches: pd.Series, min_cells: int = MIN_CELLS_PER_BATCH) -> di
 def hvg_batch_key(obs: pd.DataFrame, hvg: HvgSettings, setup: Setup) -> str | None:
     """The batch key HVG selection uses: none when not batch-aware, or (said in the log) when
     a batch is too small for a per-batch fit."""
-    batch_key = setup.batch_key if hvg.batch_aware else None
+    batch_key = (hvg.batch_key or setup.batch_key) if hvg.batch_aware else None
     if batch_key is None:
         return None
     tiny = tiny_batches(obs[batch_key])
     if tiny:
         listed = ", ".join(f"{b!r} ({n} cells)" for b, n in sorted(tiny.items()))
         log.warning(
-            "batch %s of obs column %r (model.setup.batch_key) has fewer than %d cells: "
+            "batch %s of obs column %r (%s) has fewer than %d cells: "
             "ranking highly variable genes over all cells, not per batch (hvg.batch_aware)",
             listed,
             batch_key,
+            "hvg.batch_key" if hvg.batch_key else "model.setup.batch_key",
             MIN_CELLS_PER_BATCH,
         )
         return None
@@ -92,7 +93,7 @@ def _mean_var(n: float, total: np.ndarray, squares: np.ndarray):
     return mean, var
 
 
-def _clip_values(n: np.ndarray, sums: np.ndarray, squares: np.ndarray):
+def _clip_values(n: np.ndarray, sums: np.ndarray, squares: np.ndarray, span: float = SPAN):
     """Per batch: gene means, the regularised standard deviation and Seurat's clip value."""
     from skmisc.loess import loess
 
@@ -101,7 +102,7 @@ def _clip_values(n: np.ndarray, sums: np.ndarray, squares: np.ndarray):
         mean, var = _mean_var(n[b], sums[b], squares[b])
         not_const = var > 0
         estimated = np.zeros(var.size)
-        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=SPAN, degree=2)
+        model = loess(np.log10(mean[not_const]), np.log10(var[not_const]), span=span, degree=2)
         model.fit()
         estimated[not_const] = model.outputs.fitted_values
         reg_std = np.sqrt(10**estimated)
@@ -127,7 +128,11 @@ def clipped_sums(blocks, codes: np.ndarray, clips: np.ndarray):
 
 
 def seurat_v3_table(
-    element, var_names: pd.Index, batches: pd.Series | None, n_top_genes: int
+    element,
+    var_names: pd.Index,
+    batches: pd.Series | None,
+    n_top_genes: int,
+    span: float = SPAN,
 ) -> pd.DataFrame:
     """scanpy's seurat_v3 table (same columns and ranking), from a counts element in blocks."""
     n_cells, n_genes = h5ad_io.element_shape(element)
@@ -138,7 +143,7 @@ def seurat_v3_table(
         _, codes = np.unique(batches.astype(str).to_numpy(), return_inverse=True)
         n_batches = int(codes.max()) + 1
     n, sums, squares = seurat_v3_statistics(h5ad_io.iter_rows(element), codes, n_batches, n_genes)
-    means, reg_stds, clips = _clip_values(n, sums, squares)
+    means, reg_stds, clips = _clip_values(n, sums, squares, span)
     clip_sum, clip_squares = clipped_sums(h5ad_io.iter_rows(element), codes, clips)
     norm_vars = (1 / ((n[:, None] - 1) * np.square(reg_stds))) * (
         n[:, None] * np.square(means) + clip_squares - 2 * clip_sum * means
@@ -193,7 +198,7 @@ def select_hvg(adata: ad.AnnData, settings: ModelSettings) -> tuple[ad.AnnData, 
         kwargs["layer"] = setup.layer
     if hvg.flavor == "seurat_v3":
         try:
-            sc.pp.highly_variable_genes(work, flavor="seurat_v3", **kwargs)
+            sc.pp.highly_variable_genes(work, flavor="seurat_v3", span=hvg.span, **kwargs)
         except ValueError as error:  # scikit-misc's loess, on too few or too sparse cells
             raise _loess_error(adata.n_obs, batch_key, error) from error
     else:
@@ -229,6 +234,7 @@ def _record(hvg: HvgSettings, batch_key: str | None, n_selected: int) -> dict:
         "flavor": hvg.flavor,
         "n_top_genes": hvg.n_top_genes,
         "batch_key": batch_key,
+        "span": hvg.span if hvg.flavor == "seurat_v3" else None,
         "n_selected": n_selected,
     }
 
@@ -257,7 +263,8 @@ def select_hvg_file(
         keep_all = n_top is None or n_top >= len(var)
         batches = obs[batch_key] if batch_key else None
         try:
-            table = seurat_v3_table(f["X"], var.index, batches, min(n_top or len(var), len(var)))
+            n_kept = min(n_top or len(var), len(var))
+            table = seurat_v3_table(f["X"], var.index, batches, n_kept, hvg.span)
         except ValueError as error:  # scikit-misc's loess, on too few or too sparse cells
             raise _loess_error(len(obs), batch_key, error) from error
         if keep_all:

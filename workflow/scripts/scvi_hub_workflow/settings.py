@@ -92,6 +92,7 @@ class DatasetSettings(Section):
     subset: dict | None  # obs column -> value or list of values
     subsample_cells: int | None
     gene_names: str | None
+    join_columns: dict | None  # new obs column -> the obs columns joined with "_"
 
     @property
     def location(self) -> DatasetSource:
@@ -159,6 +160,8 @@ class HvgSettings(Section):
     n_top_genes: int | None
     flavor: str
     batch_aware: bool
+    batch_key: str | None  # null: model.setup.batch_key
+    span: float
 
 
 @section
