@@ -258,3 +258,59 @@ def test_totalvi_trains_with_the_configured_plan_and_keeps_its_proteins():
     # two of four warm-up epochs
     assert summary["phases"][-1]["final_kl_weight"] == pytest.approx(0.5, abs=0.01)
     assert model.summary_stats.n_proteins == 8
+
+
+# A SCANVI phase as measured on the simulation (SCANVI from SCVI, 10 epochs): the validation
+# ELBO is best at epoch 5, while the classifier's loss keeps falling to epoch 10.
+ELBO_BY_EPOCH = [594.7, 596.7, 594.8, 593.4, 593.3, 593.9, 594.6, 595.1, 596.4, 596.3]
+CLASSIFIER_LOSS_BY_EPOCH = [1.62, 1.20, 0.87, 0.72, 0.59, 0.31, 0.23, 0.08, 0.09, 0.05]
+
+
+def test_a_classifier_phase_keeps_the_epoch_best_with_its_classifier():
+    from scvi_hub_workflow.best_epoch import phase_end
+
+    history = {
+        "elbo_train": pd.DataFrame({"elbo_train": ELBO_BY_EPOCH}),
+        "elbo_validation": pd.DataFrame({"elbo_validation": ELBO_BY_EPOCH}),
+        "validation_classification_loss": pd.DataFrame({"c": CLASSIFIER_LOSS_BY_EPOCH}),
+    }
+    common = {"stopped_early": False, "patience": 45, "kept_best": True, "kl_weight": 0.02}
+    # the ELBO alone keeps epoch 5, whose classifier is half trained
+    assert phase_end(history, **common)["kept_epoch"] == 5
+    end = phase_end(history, **common, classification_ratio=50)
+    assert (
+        end["kept_epoch"] == 9 + 1 and end["kept"] == "best validation ELBO + classification loss"
+    )
+    assert end["kept_value"] == pytest.approx(596.3 + 50 * 0.05)
+    assert end["kept_elbo_validation"] == 596.3
+
+
+@pytest.mark.slow
+def test_scanvi_phase_is_stopped_and_kept_by_elbo_and_classifier_loss():
+    import scvi
+
+    cfg = {
+        "models": {
+            "m": {
+                "dataset": {"source": "builtin:synthetic-iid"},
+                "model": {
+                    "class": "SCANVI",
+                    "from_scvi": True,
+                    "params": {"n_hidden": 16, "n_latent": 3},
+                    "setup": {"labels_key": "labels", "unlabeled_category": "unknown"},
+                },
+                "train": {"scvi_max_epochs": 2, "max_epochs": 4, "accelerator": "cpu"},
+            }
+        }
+    }
+    settings = rule_settings(resolve(cfg)["m"], "train")
+    assert settings.train.keep_best_epoch and settings.train.early_stopping  # the defaults
+    scvi.settings.seed = 0
+    adata = scvi.data.synthetic_iid(batch_size=100, n_genes=40, n_batches=1, n_labels=3)
+    model, history, summary = train_model(adata, settings)
+    scvi_phase, scanvi_phase = summary["phases"]
+    assert scvi_phase["kept"] == "best validation ELBO"
+    assert scanvi_phase["kept"] == "best validation ELBO + classification loss"
+    own = history[history["phase"] == "scanvi"]
+    measure = own["elbo_validation"] + 50 * own["validation_classification_loss"]
+    assert scanvi_phase["kept_epoch"] == int(np.argmin(measure.to_numpy(float))) + 1

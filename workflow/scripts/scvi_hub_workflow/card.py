@@ -183,10 +183,11 @@ def _how_it_ended(training: dict) -> str:
     if "stopped" not in end:
         return ""
     text = f" {end['model_class']} training stopped after {end['epochs']} epochs ({end['stopped']})"
-    if end.get("kept") == "best validation ELBO":
+    if str(end.get("kept", "")).startswith("best "):
+        value = end.get("kept_value", end.get("kept_elbo_validation"))
         text += (
-            f"; the published weights are those of epoch {end['kept_epoch']}, the best "
-            f"validation ELBO ({fmt(end.get('kept_elbo_validation'))})"
+            f"; the published weights are those of epoch {end['kept_epoch']}, the "
+            f"{end['kept']} ({fmt(value)})"
         )
     else:
         text += "; the published weights are those of the last epoch"

@@ -161,22 +161,30 @@ def phase_summary(
     }
 
 
-def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = True) -> dict:
-    """Train one phase; return how it ended (`phase_end`). With early stopping and
+def train_phase(
+    model, kwargs: dict, train: TrainSettings, has_latent: bool = True, classifier: bool = False
+) -> dict:
+    """Train one phase; return how it ended (`best_epoch.phase_end`). With early stopping and
     `train.keep_best_epoch`, the weights of the best validation epoch are restored at the end
     (scvi-tools' SaveCheckpoint with `load_best_on_end`; its checkpoints live in a temporary
-    folder, removed afterwards)."""
+    folder, removed afterwards). A phase that trains a `classifier` is judged by the validation
+    ELBO plus the classifier's weighted loss (best_epoch.py says why)."""
     import_scvi()
     from scvi.train import SaveCheckpoint
 
+    from .best_epoch import WITH_CLASSIFIER, ClassifierObjective, phase_end
+
     # the plan arguments its own train() takes (model_kinds) out of plan_kwargs
     kwargs = kind_of(type(model).__name__).train_arguments(with_loader(kwargs, model, train))
+    monitor = VALIDATION_METRIC
+    if classifier and kwargs.get("early_stopping"):
+        monitor = WITH_CLASSIFIER
+        kwargs = {**kwargs, "early_stopping_monitor": monitor}
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), ClassifierObjective()]
     keep_best = bool(train.keep_best_epoch and kwargs.get("early_stopping"))
     with tempfile.TemporaryDirectory(prefix="scvi-hub-checkpoints-") as checkpoints:
         if keep_best:
-            best = SaveCheckpoint(
-                dirpath=checkpoints, monitor=VALIDATION_METRIC, load_best_on_end=True
-            )
+            best = SaveCheckpoint(dirpath=checkpoints, monitor=monitor, load_best_on_end=True)
             kwargs = {**kwargs, "callbacks": [*kwargs.get("callbacks", []), best]}
         started = time.perf_counter()
         model.train(**kwargs)
@@ -196,40 +204,10 @@ def train_phase(model, kwargs: dict, train: TrainSettings, has_latent: bool = Tr
         patience=train.early_stopping_patience,
         kept_best=keep_best,
         kl_weight=kl_weight,
+        classification_ratio=(
+            plan.loss_kwargs.get("classification_ratio") if monitor == WITH_CLASSIFIER else None
+        ),
     ) | phase_speed(model, seconds)
-
-
-def phase_end(
-    history: dict[str, pd.DataFrame],
-    *,
-    stopped_early: bool,
-    patience: int,
-    diverged: bool = False,
-    kept_best: bool,
-    kl_weight: float | None,
-) -> dict:
-    """Why a phase stopped, which epoch's weights it kept (counted from 1) and the KL weight
-    it reached, as summary.json and the card record them."""
-    epochs = len(history.get("elbo_train", []))
-    if stopped_early and diverged:
-        stopped = "early stopping: the validation ELBO was not finite"
-    elif stopped_early:
-        stopped = f"early stopping: the validation ELBO did not improve for {patience} epochs"
-    else:
-        stopped = "max_epochs reached"
-    end = {"stopped": stopped, "kept_epoch": epochs, "kept": "last epoch"}
-    validation = history.get(VALIDATION_METRIC)
-    if kept_best and validation is not None and len(validation):
-        values = validation.iloc[:, 0].to_numpy(dtype=float)
-        best = int(np.nanargmin(values))
-        end |= {
-            "kept_epoch": best + 1,
-            "kept": "best validation ELBO",
-            "kept_elbo_validation": float(values[best]),
-        }
-    if kl_weight is not None:
-        end["final_kl_weight"] = round(kl_weight, 4)
-    return end
 
 
 def train_model(
@@ -310,7 +288,9 @@ def train_model(
     log.info("training %s on %s: %s", kind.name, accelerator, model)
     kwargs = train_kwargs(train, accelerator, train.max_epochs, kind.name)
     kwargs.update({key: getattr(train, key) for key in kind.train_extras})
-    end = train_phase(model, kwargs, train, has_latent=kind.has_latent)
+    end = train_phase(
+        model, kwargs, train, has_latent=kind.has_latent, classifier=kind.has_classifier
+    )
     histories.append(history_table(model.history, kind.name.lower()))
     phases.append(
         phase_summary(
