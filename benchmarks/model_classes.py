@@ -308,6 +308,9 @@ def main() -> None:
         default=None,
         help="epochs per phase at the default size (default: the recipe's, measured whole)",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each from_scvi pair (a noisy machine)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads, as the train job")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -328,9 +331,15 @@ def main() -> None:
                 continue
             rows.append(run(kind.name, size, epochs, False, args.threads))
             print(json.dumps(rows[-1]), flush=True)
-            if kind.pretrained_from:  # right after it, the same class pre-training its own
-                pairs.append((run(kind.name, size, epochs, True, args.threads), rows[-1]))
-                print(json.dumps(pairs[-1][0]), flush=True)
+            if not kind.pretrained_from:
+                continue
+            # right after it, the same class pre-training its own; then both again, alternating
+            pairs.append((run(kind.name, size, epochs, True, args.threads), rows[-1]))
+            print(json.dumps(pairs[-1][0]), flush=True)
+            for _ in range(args.repeats - 1):
+                own = run(kind.name, size, epochs, True, args.threads)
+                pairs.append((own, run(kind.name, size, epochs, False, args.threads)))
+                print(json.dumps(pairs[-1]), flush=True)
     print(f"\n{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs\n")
     print(class_table(rows) + "\n\n" + from_scvi_table(pairs))
 
