@@ -147,15 +147,16 @@ CELLXGENE_DATASET = {
 }
 
 
-def cellxgene_card(**card) -> CardInputs:
+def cellxgene_card(dataset=None, hvg=None, **card) -> CardInputs:
     entry = {
         "dataset": {
             "source": "cellxgene:ds-1",
             "counts": "raw.X",
             "subset": {"tissue": "lung", "is_primary_data": True},
+            **(dataset or {}),
         },
         "model": {"class": "SCVI"},
-        "hvg": {"n_top_genes": 500, "flavor": "seurat_v3"},
+        "hvg": {"n_top_genes": 500, "flavor": "seurat_v3", **(hvg or {})},
         "card": card,
     }
     base = inputs()
@@ -177,6 +178,15 @@ def test_the_source_version_subset_and_hvg_are_named_not_a_training_data_url():
     assert "is_primary_data: True, tissue: lung (900 of the file's 5000)" in card
     assert "the top 500 of 2000 by highly variable gene selection (flavor seurat_v3" in card
     assert "full download" not in card
+    # the Tabula Sapiens recipe's genes: per donor and assay, span 1.0
+    recipe = render_card(
+        cellxgene_card(
+            dataset={"join_columns": {"donor_assay": ["donor_id", "assay"]}},
+            hvg={"batch_key": "donor_assay", "span": 1.0},
+        )
+    )
+    assert "`donor_assay` is `donor_id` and `assay` joined with `_`" in recipe
+    assert "(flavor seurat_v3, span 1.0, ranked per batch of `donor_assay`)" in recipe
     assert training_data_url_warning(None, CELLXGENE_DATASET) is None
     # set by the user: kept, and what it costs is said on the card and in the log
     own = render_card(cellxgene_card(training_data_url="https://mine.org/x.h5ad"))

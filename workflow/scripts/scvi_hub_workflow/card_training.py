@@ -56,13 +56,20 @@ def training_data_section(settings: ModelSettings, dataset: dict) -> list[str]:
     )
     if d.subsample_cells:
         subset += f"; a random {d.subsample_cells} of them (seed train.seed)"
+    joined = "".join(
+        f"; `{name}` is {' and '.join(f'`{c}`' for c in columns)} joined with `_`"
+        for name, columns in sorted((d.join_columns or {}).items())
+    )
     lines.append(
         f"- **Cells**: {subset} ({dataset.get('n_cells', 'n/a')} of the file's "
-        f"{dataset.get('n_cells_in_file', 'n/a')}); counts from `{d.counts}`"
+        f"{dataset.get('n_cells_in_file', 'n/a')}); counts from `{d.counts}`{joined}"
     )
     n_top = "every gene" if hvg.n_top_genes is None else f"the top {hvg.n_top_genes}"
+    batches = hvg.batch_key or settings.model.setup.batch_key
+    per_batch = f"per batch of `{batches}`" if hvg.batch_aware and batches else "over all cells"
+    span = f", span {hvg.span}" if hvg.flavor == "seurat_v3" else ""
     lines.append(
         f"- **Genes**: {n_top} of {dataset.get('n_genes', 'n/a')} by highly variable gene "
-        f"selection (flavor {hvg.flavor}, batch-aware {hvg.batch_aware})"
+        f"selection (flavor {hvg.flavor}{span}, ranked {per_batch})"
     )
     return ["**Training data**:", "\n".join(lines)]
