@@ -239,12 +239,12 @@ TEMPLATE = {
 
 def test_a_template_declares_one_model_per_tissue():
     models = resolve(copy.deepcopy(TEMPLATE))
-    assert list(models) == ["ts-lung", "ts-salivary-gland", "ts-bone-marrow"]
-    gland = models["ts-salivary-gland"]
+    assert list(models) == ["ts-lung", "ts-salivary_gland", "ts-bone_marrow"]
+    gland = models["ts-salivary_gland"]
     assert gland.tissues == ("salivary gland",)
     assert gland.description == "scANVI of the Tabula Sapiens salivary gland {braces stay}"
     assert gland.dataset.subset == {"is_primary_data": True, "tissue": "salivary gland"}
-    assert gland.publish.repo_id == "me/ts-salivary-gland-scvi"
+    assert gland.publish.repo_id == "me/ts-salivary_gland-scvi"
     sources = {s.dataset.location.workflow_path for s in models.values()}
     assert sources == {f"resources/cellxgene/{VERSION}.h5ad"}  # one download for all
 
@@ -253,7 +253,7 @@ def test_template_names_and_mixing_with_hand_written_models():
     cfg = copy.deepcopy(TEMPLATE)
     cfg["templates"]["ts"]["name"] = "{tissue_id}-scvi"
     cfg["models"] = minimal()["models"]
-    assert set(resolve(cfg)) == {"m", "lung-scvi", "salivary-gland-scvi", "bone-marrow-scvi"}
+    assert set(resolve(cfg)) == {"m", "lung-scvi", "salivary_gland-scvi", "bone_marrow-scvi"}
     cfg["models"] = {"lung-scvi": minimal()["models"]["m"]}
     with pytest.raises(ConfigError, match="'lung-scvi' .* already declared in models"):
         resolve(cfg)
@@ -265,7 +265,7 @@ def test_expanded_models_are_checked_and_errors_name_them():
     with pytest.raises(ConfigError) as error:
         resolve(cfg)
     message = str(error.value)
-    assert "models.ts-bone-marrow.model.params (expanded from templates.ts)" in message
+    assert "models.ts-bone_marrow.model.params (expanded from templates.ts)" in message
     assert "unknown key 'n_hiden'" in message
     cfg = copy.deepcopy(TEMPLATE)
     cfg["templates"]["ts"]["model"]["model"]["class"] = "SCANVI"
@@ -573,13 +573,13 @@ def test_the_tabula_sapiens_example_plans_112_models_from_one_download(tmp_path)
         "CondSCVI": 28,
         "RNAStereoscope": 28,
     }
-    scanvi = models["tabula-sapiens-bone-marrow-scanvi"]
-    assert scanvi.model.pretrained_model == "tabula-sapiens-bone-marrow-scvi"
-    assert scanvi.publish.repo_id == "scvi-tools/tabula-sapiens-bone-marrow-scanvi"
+    scanvi = models["tabula-sapiens-bone_marrow-scanvi"]
+    assert scanvi.model.pretrained_model == "tabula-sapiens-bone_marrow-scvi"
+    assert scanvi.publish.repo_id == "scvi-tools/tabula-sapiens-bone_marrow-scanvi"
     assert scanvi.dataset.subset == {"tissue_in_publication": "Bone_Marrow"}
     # the notebook's HVGs, shared by the four classes: per donor and assay, span 1.0
     assert scanvi.dataset.join_columns == {"donor_assay": ["donor_id", "assay"]}
-    stereoscope = models["tabula-sapiens-bone-marrow-stereoscope"]
+    stereoscope = models["tabula-sapiens-bone_marrow-stereoscope"]
     assert stereoscope.hvg == scanvi.hvg
     assert (scanvi.hvg.batch_key, scanvi.hvg.span) == ("donor_assay", 1.0)
     assert scanvi.model.setup.batch_key == "donor_assay"

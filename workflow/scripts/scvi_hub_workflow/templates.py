@@ -2,7 +2,8 @@
 
 "SCANVI on these 24 tissues of one atlas" is one template: a model entry in which `{tissue}`
 (the item as written, e.g. `salivary gland`, what a `dataset.subset` must match) and
-`{tissue_id}` (`salivary-gland`, fit for names and repo ids) are replaced in every string.
+`{tissue_id}` (`salivary_gland`, fit for names and repo ids, as the scvi-hub collection spells
+its tissues: `scvi-tools/tabula-sapiens-bone_marrow-scvi`) are replaced in every string.
 Each item becomes an ordinary model entry under `models`, checked like a hand-written one.
 All expanded models name the same `dataset.source`, so the file is downloaded once.
 """
@@ -19,8 +20,8 @@ class TemplateError(ValueError):
 
 
 def tissue_id(tissue: str) -> str:
-    """`Salivary Gland` -> `salivary-gland`: lower case, other characters as single `-`."""
-    return re.sub(r"[^a-z0-9]+", "-", tissue.lower()).strip("-") or "tissue"
+    """`Salivary Gland` -> `salivary_gland`: lower case, other characters as single `_`."""
+    return re.sub(r"[^a-z0-9]+", "_", tissue.lower()).strip("_") or "tissue"
 
 
 def _substitute(value: Any, tissue: str) -> Any:
