@@ -1,15 +1,17 @@
 """Training time and peak memory of each model class, and what `from_scvi: <model>` saves.
 
-For every class of the model-kind registry (`model_kinds.KINDS`, so a new class appears
-without editing this file) it trains one model as the train job does (`training.train_model`,
-then `model.save` with its data), each in a fresh interpreter (`measure.measured`: wall time
-with interpreter start and imports, peak RSS of that process). Settings: the class's model of
-the Tabula Sapiens example (`config/examples/tabula-sapiens.yaml`, the notebook's recipe: SCVI
-100 epochs, SCANVI 20 from that SCVI, CondSCVI 200, RNAStereoscope 100); a class the example
-lacks gets its registry defaults. Early stopping is off, so each phase runs the epochs it is
-given (the recipe has none). Data: the built-in labelled simulation shaped as a Tabula Sapiens
-tissue after its HVG step (`donor_id` and `assay`, joined into the recipe's `donor_assay` as
-the dataset step joins them; every cell labelled in `cell_type`; cached in
+For every class of the model-kind registry (`model_kinds.KINDS`, so a new class appears without
+editing this file) it trains one model as the train job does (`training.train_model`, then
+`model.save` with its data), each in a fresh interpreter (`measure.measured`: wall time with
+interpreter start and imports, peak RSS of that process). Settings: the class's model of the
+Tabula Sapiens example (`config/examples/tabula-sapiens.yaml`, the notebook's recipe: SCVI 100
+epochs, SCANVI 20 from that SCVI, CondSCVI 200, RNAStereoscope 100); a class the example lacks
+gets its registry defaults on the simulation's columns and the training settings of
+`config/examples/every-class.yaml` (TOTALVI: 40 epochs). Early stopping is off, so each phase
+runs the epochs it is given (the recipe has none). Data: the built-in labelled simulation
+shaped as a Tabula Sapiens tissue after its HVG step (`donor_id` and `assay`, joined into the
+recipe's `donor_assay` as the dataset step joins them; every cell labelled in `cell_type`;
+proteins in `obsm["protein_expression"]` for TOTALVI, 24 or 100; cached in
 `benchmarks/results/model_classes/`):
 
 - the default size, 1,500 cells x 400 genes (the default config's `simulated-scanvi` data after
@@ -31,6 +33,7 @@ Run from the repository root:
 
     python benchmarks/model_classes.py                    # 1500x400 whole, 27000x3000 3 epochs
     python benchmarks/model_classes.py --default-epochs 10 --epochs 2
+    python benchmarks/model_classes.py --classes TOTALVI --sizes 1500x400 --default-epochs 2
 """
 
 from __future__ import annotations
@@ -48,26 +51,39 @@ from measure import measured
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "model_classes"
 EXAMPLE = ROOT / "config" / "examples" / "tabula-sapiens.yaml"
+# the training settings of a class the Tabula Sapiens collection lacks (TOTALVI)
+EVERY_CLASS = ROOT / "config" / "examples" / "every-class.yaml"
 SIZES = ["1500x400", "27000x3000"]
 # The setup keys the simulation supplies, as the example's setup names its columns.
-SUPPLIED = {"batch_key": "donor_id", "labels_key": "cell_type", "unlabeled_category": "unknown"}
+SUPPLIED = {
+    "batch_key": "donor_id",
+    "labels_key": "cell_type",
+    "unlabeled_category": "unknown",
+    "protein_expression_obsm_key": "protein_expression",
+}
 ASSAYS = ["10x 3' v3", "Smart-seq2"]
 
 
 def data_file(size: str) -> Path:
     """The Tabula-Sapiens-shaped simulation of this size (cached)."""
-    path = RESULTS / f"{size}.h5ad"
+    path = RESULTS / f"{size}-with-proteins.h5ad"
     if path.exists():
         return path
     import numpy as np
     import pandas as pd
-    from scvi_hub_workflow.builtin_datasets import simulated_atlas
+    from scvi_hub_workflow.builtin_datasets import simulated_citeseq
     from scvi_hub_workflow.layout import TRUTH_COLUMN
 
     n_cells, n_genes = (int(n) for n in size.split("x"))
-    # 6 cell types at the default config's size, 24 (a tissue's order) at atlas sizes
-    adata = simulated_atlas(
-        n_cells=n_cells, n_genes=n_genes, n_cell_types=6 if n_cells < 5000 else 24
+    small = n_cells < 5000
+    # 6 cell types at the default config's size, 24 (a tissue's order) at atlas sizes; the
+    # RNA is simulated_atlas's, with proteins beside it for TOTALVI (24, or a CITE-seq
+    # panel's 100), which the other classes do not read
+    adata = simulated_citeseq(
+        n_cells=n_cells,
+        n_genes=n_genes,
+        n_proteins=24 if small else 100,
+        n_cell_types=6 if small else 24,
     )
     rng = np.random.default_rng(0)
     adata.obs = pd.DataFrame(
@@ -102,9 +118,11 @@ def recipes() -> dict:
     from scvi_hub_workflow import config as config_model
     from scvi_hub_workflow.model_kinds import KINDS
 
-    found = {}
+    found, every_class = {}, {}
     for settings in config_model.resolve(yaml.safe_load(EXAMPLE.read_text())).values():
         found.setdefault(settings.model.model_class, settings)
+    for settings in config_model.resolve(yaml.safe_load(EVERY_CLASS.read_text())).values():
+        every_class.setdefault(settings.model.model_class, settings)
     for name, kind in KINDS.items():
         if name in found or needs(kind):
             continue
@@ -113,7 +131,10 @@ def recipes() -> dict:
         entry["model"] |= {"setup": setup} | (
             {"every_cell_labelled": True} if kind.has_unlabelled_cells else {}
         )
-        found[name] = config_model.resolve({"models": {name: entry}})[name]
+        settings = config_model.resolve({"models": {name: entry}})[name]
+        if name in every_class:  # its epochs and plan as config/examples/every-class.yaml's
+            settings = settings.replace(train=every_class[name].train)
+        found[name] = settings
     return found
 
 
@@ -312,6 +333,9 @@ def main() -> None:
         "--repeats", type=int, default=2, help="runs of each from_scvi pair (a noisy machine)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads, as the train job")
+    parser.add_argument(
+        "--classes", nargs="+", help="only these classes (default: every class of the registry)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -321,6 +345,8 @@ def main() -> None:
     for size in args.sizes:
         epochs = args.default_epochs if size == SIZES[0] else args.epochs
         for kind in ordered_kinds():
+            if args.classes and kind.name not in args.classes:
+                continue
             missing = needs(kind)
             if missing:
                 rows.append(
