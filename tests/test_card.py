@@ -147,7 +147,7 @@ CELLXGENE_DATASET = {
 }
 
 
-def cellxgene_card(dataset=None, hvg=None, **card) -> CardInputs:
+def cellxgene_card(dataset=None, hvg=None, model=None, **card) -> CardInputs:
     entry = {
         "dataset": {
             "source": "cellxgene:ds-1",
@@ -155,7 +155,7 @@ def cellxgene_card(dataset=None, hvg=None, **card) -> CardInputs:
             "subset": {"tissue": "lung", "is_primary_data": True},
             **(dataset or {}),
         },
-        "model": {"class": "SCVI"},
+        "model": model or {"class": "SCVI"},
         "hvg": {"n_top_genes": 500, "flavor": "seurat_v3", **(hvg or {})},
         "card": card,
     }
@@ -188,6 +188,20 @@ def test_the_source_version_subset_and_hvg_are_named_not_a_training_data_url():
     assert "`donor_assay` is `donor_id` and `assay` joined with `_`" in recipe
     assert "(flavor seurat_v3, span 1.0, ranked per batch of `donor_assay`)" in recipe
     assert training_data_url_warning(None, CELLXGENE_DATASET) is None
+    assert "**Proteins**" not in card
+    # CITE-seq from a MuData file: the modalities and where the proteins went
+    totalvi = cellxgene_card(
+        dataset={
+            "source": "https://example.org/cite.h5mu",
+            "sha256": "cd" * 32,
+            "mudata": {"rna": "rna", "protein": "prot"},
+        },
+        model={"class": "TOTALVI", "setup": {"protein_expression_obsm_key": "adt"}},
+    )
+    totalvi.dataset = CELLXGENE_DATASET | {"proteins": {"n_proteins": 12, "obsm_key": "adt"}}
+    shown = render_card(totalvi)
+    assert "ranked over all cells) of the MuData modality `rna`" in shown
+    assert '- **Proteins**: all 12, in `obsm["adt"]` (from the MuData modality `prot`)' in shown
     # set by the user: kept, and what it costs is said on the card and in the log
     own = render_card(cellxgene_card(training_data_url="https://mine.org/x.h5ad"))
     assert "**Training data url**: https://mine.org/x.h5ad" in own

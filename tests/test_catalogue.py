@@ -250,6 +250,26 @@ def test_a_misnamed_protein_entry_stops_the_dataset_step(tmp_path):
     ) in str(error.value)
 
 
+def test_a_mudata_modality_the_file_lacks_stops_the_dataset_step(tmp_path):
+    import mudata as md
+    from scvi_hub_workflow.builtin_datasets import simulated_citeseq
+
+    adata = simulated_citeseq(n_cells=200, n_genes=40, n_proteins=3)
+    proteins = ad.AnnData(adata.obsm.pop("protein_expression"))
+    md.MuData({"rna": adata, "prot": proteins}).write(str(tmp_path / "cite.h5mu"))
+    entry = {
+        "dataset": {"source": str(tmp_path / "cite.h5mu"), "mudata": {"rna": "gex"}},
+        "model": {"class": "SCVI"},
+    }
+    settings = rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+    with pytest.raises(DatasetError) as error:
+        prepare_dataset(tmp_path / "cite.h5mu", settings, tmp_path / "out.h5ad")
+    assert "modality 'gex' (dataset.mudata.rna) not found; modalities: 'prot', 'rna'" in str(
+        error.value
+    )
+    assert not (tmp_path / "out.h5ad").exists()
+
+
 def test_every_cell_labelled_must_be_said_explicitly(tmp_path):
     """Row 4: data without the unlabelled category train only when the user says so."""
     source = _write(tmp_path, {"cell_type": ["a", "b"] * 6})  # 12 cells: enough to train

@@ -93,6 +93,10 @@ def test_schema_errors_name_the_key(mutate, expected):
     assert expected in str(error.value)
 
 
+# a MuData file on the web (a URL needs its checksum)
+H5MU = {"source": "https://example.org/cite.h5mu", "sha256": "a" * 64}
+
+
 @pytest.mark.parametrize(
     ("model", "expected"),
     [
@@ -110,6 +114,24 @@ def test_schema_errors_name_the_key(mutate, expected):
         ({"dataset": {"source": "no/such/file.h5ad"}}, "file not found: no/such/file.h5ad"),
         ({"dataset": {"source": "builtin:nope"}}, "unknown built-in dataset 'nope'"),
         ({"publish": {"enabled": True}}, "models.m.publish.repo_id"),
+        (
+            {"dataset": {"source": "builtin:simulated-citeseq", "mudata": {"rna": "rna"}}},
+            "models.m.dataset.mudata: the source 'builtin:simulated-citeseq' is not a MuData",
+        ),
+        (
+            {"dataset": {**H5MU, "mudata": {"rna": "rna", "protein": "prot"}}},
+            "models.m.dataset.mudata.protein: set model.setup.protein_expression_obsm_key",
+        ),
+        (
+            {
+                "dataset": {**H5MU, "mudata": {"rna": "rna", "protein": "prot"}},
+                "model": {
+                    "class": "TOTALVI",
+                    "setup": {"protein_expression_obsm_key": "p", "protein_names_uns_key": "n"},
+                },
+            },
+            "models.m.model.setup.protein_names_uns_key: with dataset.mudata.protein",
+        ),
     ],
 )
 def test_cross_key_rules(model, expected):

@@ -491,3 +491,77 @@ def test_a_missing_protein_entry_names_the_key_and_the_entries_present(tmp_path)
     adata.write_h5ad(tmp_path / "cite.h5ad")
     with pytest.raises(DatasetError, match=r"obsm entry 'protein_expression'.*is not counts"):
         prepare_dataset(tmp_path / "cite.h5ad", citeseq_settings(), tmp_path / "out.h5ad")
+
+
+# --- MuData: a CITE-seq file of two modalities, read as AnnData + obsm ----------------------
+
+
+def write_h5mu(adata: ad.AnnData, path, *, protein_order=None) -> None:
+    """`adata`'s RNA and proteins as the modalities `rna` and `prot` of a .h5mu file, the batch
+    in the global obs only (where muon keeps shared annotations)."""
+    import mudata as md
+
+    proteins = adata.obsm["protein_expression"]
+    rna = ad.AnnData(X=adata.X, obs=adata.obs.drop(columns="batch"), var=adata.var[[]])
+    prot = ad.AnnData(X=proteins.to_numpy(), var=pd.DataFrame(index=proteins.columns))
+    prot.obs_names = adata.obs_names
+    if protein_order is not None:
+        prot = prot[protein_order].copy()
+    mdata = md.MuData({"rna": rna, "prot": prot}, axis=0)
+    mdata.obs["batch"] = adata.obs["batch"].reindex(mdata.obs_names).to_numpy()
+    mdata.write(str(path))
+
+
+def mudata_settings(source, mudata, **setup):
+    entry = {
+        "dataset": {
+            "source": str(source),
+            "subset": {"batch": "batch_1"},
+            "subsample_cells": 120,
+            "mudata": mudata,
+        },
+        "model": {"class": "TOTALVI", "setup": setup},
+    }
+    return rule_settings(model_settings({"models": {"m": entry}}, "m"), "dataset")
+
+
+def test_a_mudata_file_gives_the_same_cells_and_proteins_as_anndata_with_obsm(tmp_path):
+    adata = builtin_datasets.simulated_citeseq(n_cells=400, n_genes=80, n_proteins=6, seed=4)
+    write_h5mu(adata, tmp_path / "cite.h5mu")
+    adata.write_h5ad(tmp_path / "cite.h5ad")
+    setup = {"protein_expression_obsm_key": "protein_expression", "batch_key": "batch"}
+    modalities = {"rna": "rna", "protein": "prot"}
+    settings = mudata_settings(tmp_path / "cite.h5mu", modalities, **setup)
+    summary = prepare_dataset(tmp_path / "cite.h5mu", settings, tmp_path / "from_mudata.h5ad")
+    plain = citeseq_settings(batch_key="batch")
+    prepare_dataset(tmp_path / "cite.h5ad", plain, tmp_path / "from_anndata.h5ad")
+    got, expected = (ad.read_h5ad(tmp_path / f"from_{k}.h5ad") for k in ("mudata", "anndata"))
+    assert list(got.obs_names) == list(expected.obs_names) and got.n_obs == 120
+    assert (got.obs["batch"] == "batch_1").all()  # from the global obs, subset on it
+    assert (got.X != expected.X).nnz == 0
+    proteins = got.obsm["protein_expression"]
+    assert list(proteins.columns) == [f"protein_{i}" for i in range(6)]
+    np.testing.assert_array_equal(proteins.to_numpy(), expected.obsm["protein_expression"])
+    assert summary["mudata"] == modalities and summary["proteins"]["n_proteins"] == 6
+
+
+def test_mudata_modalities_that_do_not_fit_name_the_key(tmp_path):
+    adata = builtin_datasets.simulated_citeseq(n_cells=200, n_genes=40, n_proteins=3, seed=0)
+    source = tmp_path / "cite.h5mu"
+    write_h5mu(adata, source)
+    setup = {"protein_expression_obsm_key": "protein_expression"}
+    for mudata, message in (
+        (
+            {"rna": "gex"},
+            "modality 'gex' (dataset.mudata.rna) not found; modalities: 'prot', 'rna'",
+        ),
+        ({"rna": "rna", "protein": "adt"}, "modality 'adt' (dataset.mudata.protein) not found"),
+    ):
+        with pytest.raises(DatasetError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            prepare_dataset(source, mudata_settings(source, mudata, **setup), tmp_path / "o.h5ad")
+    # proteins of other cells (here: the same cells in reverse order) are refused
+    write_h5mu(adata, source, protein_order=np.arange(adata.n_obs)[::-1])
+    with pytest.raises(DatasetError, match="does not hold the RNA modality's cells"):
+        settings = mudata_settings(source, {"rna": "rna", "protein": "prot"}, **setup)
+        prepare_dataset(source, settings, tmp_path / "o.h5ad")
+    assert not (tmp_path / "o.h5ad").exists()

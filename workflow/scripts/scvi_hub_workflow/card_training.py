@@ -72,4 +72,12 @@ def training_data_section(settings: ModelSettings, dataset: dict) -> list[str]:
         f"- **Genes**: {n_top} of {dataset.get('n_genes', 'n/a')} by highly variable gene "
         f"selection (flavor {hvg.flavor}{span}, ranked {per_batch})"
     )
+    if d.mudata:
+        lines[-1] += f" of the MuData modality `{d.mudata['rna']}`"
+    if proteins := dataset.get("proteins"):
+        read = f" (from the MuData modality `{d.mudata['protein']}`)" if d.mudata else ""
+        lines.append(
+            f"- **Proteins**: all {proteins['n_proteins']}, in "
+            f'`obsm["{proteins["obsm_key"]}"]`{read}'
+        )
     return ["**Training data**:", "\n".join(lines)]

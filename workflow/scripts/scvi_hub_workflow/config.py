@@ -206,6 +206,7 @@ def _check_model(name: str, s: dict, entry: dict, workdir: Path) -> list[str]:
             problems.append(
                 f"{key}.dataset.join_columns.{new}: the new column cannot be one it joins"
             )
+    problems += _mudata_problems(key, s["dataset"], setup)
     if s["hvg"].get("batch_key") and not s["hvg"]["batch_aware"]:
         problems.append(
             f"{key}.hvg.batch_key: genes are ranked per batch only with hvg.batch_aware: true"
@@ -301,6 +302,30 @@ def _check_pretrained_model(name: str, settings: dict[str, dict]) -> list[str]:
             f"but their {', '.join(differ)} differ (models.{name} vs models.{other})"
         ]
     return []
+
+
+def _mudata_problems(key: str, dataset: dict, setup: dict) -> list[str]:
+    """A MuData source must be a file; its protein modality needs the obsm entry to fill."""
+    mudata = dataset.get("mudata")
+    if not mudata:
+        return []
+    problems = []
+    if dataset["source"].startswith(("builtin:", "cellxgene:")):
+        problems.append(
+            f"{key}.dataset.mudata: the source {dataset['source']!r} is not a MuData file; "
+            "name a .h5mu path or URL"
+        )
+    if mudata.get("protein") and not setup.get("protein_expression_obsm_key"):
+        problems.append(
+            f"{key}.dataset.mudata.protein: set model.setup.protein_expression_obsm_key, the "
+            "obsm entry the proteins are written to (TOTALVI)"
+        )
+    if mudata.get("protein") and setup.get("protein_names_uns_key"):
+        problems.append(
+            f"{key}.model.setup.protein_names_uns_key: with dataset.mudata.protein the "
+            "protein names are the modality's var names; leave it unset"
+        )
+    return problems
 
 
 def _either(names: list[str]) -> str:

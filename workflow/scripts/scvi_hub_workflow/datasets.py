@@ -15,7 +15,8 @@ from . import h5ad_io
 from .dataset_record import composition, newer_version  # noqa: F401  (the dataset rule)
 from .downloads import verify_file
 from .joined_columns import join_columns
-from .proteins import ProteinError, protein_summary, read_proteins
+from .mudata_source import ModalityError, modality, with_global_obs
+from .proteins import ProteinError, protein_summary, read_modality_proteins, read_proteins
 from .rule_io import atomic_path, sha256_of
 from .settings import DatasetSettings, ModelSettings, Setup
 from .trainable import too_small
@@ -191,7 +192,7 @@ def check_fully_labelled(labels: pd.Series, *, model_class: str, column: str, wh
         )
 
 
-def _counts_element(f: h5py.File, location: str, where: str):
+def _counts_element(f: h5py.Group, location: str, where: str):
     """The counts element named by `dataset.counts`, and the var table that goes with it."""
     if location == "X":
         path, var_path = "X", "var"
@@ -284,6 +285,7 @@ def prepare_dataset(
     """
     where = f"model {settings.name!r}, file {source_path}"
     dataset, setup = settings.dataset, settings.model.setup
+    mudata = dataset.mudata
     # Downloads were verified as they arrived; a local file is verified here.
     local = dataset.location.kind == "path"
     # The input's checksum for provenance.json: a CELLxGENE record carries it already.
@@ -303,8 +305,13 @@ def prepare_dataset(
         raise DatasetError(f"{where}: not a readable .h5ad file ({error})") from error
     with handle as f:
         try:
-            obs = h5ad_io.read_frame(f["obs"])
-            element, var = _counts_element(f, dataset.counts, where)
+            # a MuData file: its RNA modality is read as an .h5ad
+            root = modality(f, mudata["rna"], "dataset.mudata.rna") if mudata else f
+            obs = h5ad_io.read_frame(root["obs"])
+            obs = with_global_obs(f, obs) if mudata else obs
+            element, var = _counts_element(root, dataset.counts, where)
+        except ModalityError as error:
+            raise DatasetError(f"{where}: {error}") from None
         except DatasetError:
             raise
         except Exception as error:  # anndata raises many types for a bad file
@@ -326,15 +333,20 @@ def prepare_dataset(
         check_trainable(obs, n_genes, settings, where)
         genes = _gene_table(var, dataset.gene_names, where)
         try:  # CITE-seq: the kept cells' protein counts, before any counts are written
-            obsm, protein_uns = read_proteins(f, rows, obs.index, setup, where)
+            if mudata and mudata.get("protein"):
+                obsm, protein_uns = read_modality_proteins(
+                    f, mudata["protein"], rows, obs.index, setup, where
+                )
+            else:
+                obsm, protein_uns = read_proteins(root, rows, obs.index, setup, where)
         except ProteinError as error:
             raise DatasetError(str(error)) from None
         skeleton = ad.AnnData(obs=obs, var=genes, obsm=obsm, uns=protein_uns)
         for key in ("simulation", "source"):
-            if key in f.get("uns", {}):
-                skeleton.uns[key] = ad.io.read_elem(f["uns"][key])
-        if "varm" in f and "true_log2fc" in f["varm"]:
-            skeleton.varm["true_log2fc"] = ad.io.read_elem(f["varm"]["true_log2fc"])
+            if key in root.get("uns", {}):
+                skeleton.uns[key] = ad.io.read_elem(root["uns"][key])
+        if "varm" in root and "true_log2fc" in root["varm"]:
+            skeleton.varm["true_log2fc"] = ad.io.read_elem(root["varm"]["true_log2fc"])
         nnz = 0
         with atomic_path(out_path) as tmp:
             skeleton.write_h5ad(tmp)
@@ -364,6 +376,8 @@ def prepare_dataset(
         "batch_key": setup.batch_key,
         "batches": cells_per_batch(obs, setup.batch_key),
     }
+    if mudata:
+        summary["mudata"] = mudata
     if (proteins := protein_summary(obsm, protein_uns, setup)) is not None:
         summary["proteins"] = proteins
     source_url = dataset.source

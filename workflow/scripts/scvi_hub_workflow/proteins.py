@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from . import h5ad_io
+from .mudata_source import ModalityError, modality, modality_rows
 from .settings import Setup
 
 OBSM_KEY = "model.setup.protein_expression_obsm_key"
 UNS_KEY = "model.setup.protein_names_uns_key"
+MODALITY_KEY = "dataset.mudata.protein"
 
 
 class ProteinError(ValueError):
@@ -58,6 +60,20 @@ def read_proteins(
         uns[names_key] = np.asarray(ad.io.read_elem(f["uns"][names_key])).astype(str)
     check_protein_counts(counts, uns.get(names_key), key, where)
     return {key: counts}, uns
+
+
+def read_modality_proteins(
+    f: h5py.File, name: str, rows: np.ndarray, obs_names: pd.Index, setup: Setup, where: str
+) -> tuple[dict, dict]:
+    """The obsm entry of the kept cells' proteins from a MuData file's modality `name`
+    (`dataset.mudata.protein`), named by the modality's var names."""
+    key = setup.protein_expression_obsm_key
+    try:
+        counts = modality_rows(modality(f, name, MODALITY_KEY), rows, obs_names, MODALITY_KEY)
+    except ModalityError as error:
+        raise ProteinError(f"{where}: {error}") from None
+    check_protein_counts(counts, None, key, where)
+    return {key: counts}, {}
 
 
 def check_protein_counts(counts, names: np.ndarray | None, key: str, where: str) -> None:

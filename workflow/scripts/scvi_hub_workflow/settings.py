@@ -93,6 +93,7 @@ class DatasetSettings(Section):
     subsample_cells: int | None
     gene_names: str | None
     join_columns: dict | None  # new obs column -> the obs columns joined with "_"
+    mudata: dict | None  # a MuData source: {rna: modality, protein: modality or None}
 
     @property
     def location(self) -> DatasetSource:
