@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import Callback
 
-ELBO = "elbo_validation"
+from .layout import VALIDATION_ELBO as ELBO
+
 CLASSIFICATION_LOSS = "validation_classification_loss"
 # the ELBO plus the classifier's weighted loss, on the validation cells
 WITH_CLASSIFIER = "elbo_classification_validation"

@@ -65,8 +65,8 @@ def training_data_section(settings: ModelSettings, dataset: dict) -> list[str]:
         f"{dataset.get('n_cells_in_file', 'n/a')}); counts from `{d.counts}`{joined}"
     )
     n_top = "every gene" if hvg.n_top_genes is None else f"the top {hvg.n_top_genes}"
-    batches = hvg.batch_key or settings.model.setup.batch_key
-    per_batch = f"per batch of `{batches}`" if hvg.batch_aware and batches else "over all cells"
+    batches = hvg.batch_column(settings.model.setup.batch_key)
+    per_batch = f"per batch of `{batches}`" if batches else "over all cells"
     span = f", span {hvg.span}" if hvg.flavor == "seurat_v3" else ""
     lines.append(
         f"- **Genes**: {n_top} of {dataset.get('n_genes', 'n/a')} by highly variable gene "

@@ -47,7 +47,7 @@ def tiny_batches(batches: pd.Series, min_cells: int = MIN_CELLS_PER_BATCH) -> di
 def hvg_batch_key(obs: pd.DataFrame, hvg: HvgSettings, setup: Setup) -> str | None:
     """The batch key HVG selection uses: none when not batch-aware, or (said in the log) when
     a batch is too small for a per-batch fit."""
-    batch_key = (hvg.batch_key or setup.batch_key) if hvg.batch_aware else None
+    batch_key = hvg.batch_column(setup.batch_key)
     if batch_key is None:
         return None
     tiny = tiny_batches(obs[batch_key])

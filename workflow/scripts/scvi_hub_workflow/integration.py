@@ -83,10 +83,13 @@ def unmeasurable(
     # scib's batch silhouette averages over the labels in 2+ batches (not 1 cell per batch)
     per_label = (batches[labels == label] for label in np.unique(labels))
     if not any(1 < len(np.unique(b)) < len(b) for b in per_label):
-        return (
+        reason = (
             f"integration needs a label found in at least 2 batches ({batch_key}); each label "
             f"of the {len(labels)} {what} is in one batch only"
-        ) + (": these are clusters of the model's latent, which keeps batches apart" * clusters)
+        )
+        if clusters:
+            reason += ": these are clusters of the model's latent, which keeps batches apart"
+        return reason
     return None
 
 

@@ -19,6 +19,8 @@ CV_SPLITS = ("train", "validation")
 GENE_CV_SPLITS = ("all", *CV_SPLITS)
 # history.tsv: the training phase of each row (a SCANVI trained from SCVI: "scvi", "scanvi").
 PHASE_COLUMN = "phase"
+# scvi-tools' name of the validation ELBO in a model's history: what training watches
+VALIDATION_ELBO = "elbo_validation"
 
 
 def latent_keys(model_class: str) -> tuple[str, str]:

@@ -164,6 +164,10 @@ class HvgSettings(Section):
     batch_key: str | None  # null: model.setup.batch_key
     span: float
 
+    def batch_column(self, setup_batch_key: str | None) -> str | None:
+        """The obs column genes are ranked per batch of: none unless batch-aware."""
+        return (self.batch_key or setup_batch_key) if self.batch_aware else None
+
 
 @section
 class TrainSettings(Section):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .compat import import_scvi, mark_minified
-from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, latent_keys
+from .layout import PHASE_COLUMN, SPLIT_COLUMN, SPLIT_LABELS, VALIDATION_ELBO, latent_keys
 from .loaders import overall_speed, phase_speed, with_loader
 from .model_io import scvi_class
 from .model_kinds import kind_of
@@ -65,8 +65,6 @@ PLAN_KEYS = (
     "lr_factor",
     "lr_patience",
 )
-# The metric scvi-tools' early stopping watches; the kept epoch is its best.
-VALIDATION_METRIC = "elbo_validation"
 
 
 def plan_values(train: TrainSettings, overrides: dict | None = None) -> dict:
@@ -87,7 +85,7 @@ def plan_kwargs(values: dict) -> dict:
         kwargs["weight_decay"] = values["weight_decay"]
     if values.get("reduce_lr_on_plateau"):
         kwargs["reduce_lr_on_plateau"] = True
-        kwargs["lr_scheduler_metric"] = VALIDATION_METRIC
+        kwargs["lr_scheduler_metric"] = VALIDATION_ELBO
         for key in ("lr_factor", "lr_patience"):
             if values.get(key) is not None:
                 kwargs[key] = values[key]
@@ -176,7 +174,7 @@ def train_phase(
 
     # the plan arguments its own train() takes (model_kinds) out of plan_kwargs
     kwargs = kind_of(type(model).__name__).train_arguments(with_loader(kwargs, model, train))
-    monitor = VALIDATION_METRIC
+    monitor = VALIDATION_ELBO
     if classifier and kwargs.get("early_stopping"):
         monitor = WITH_CLASSIFIER
         kwargs = {**kwargs, "early_stopping_monitor": monitor}

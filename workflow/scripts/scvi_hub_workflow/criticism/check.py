@@ -130,7 +130,7 @@ def protein_cv(
         n_workers=n_workers,
         modality="protein",
     )
-    names = protein_names(model, observed.shape[1])
+    names = protein_names(model)
     return {"n_proteins": observed.shape[1]} | cv.result(), cv.values(model.adata.obs_names, names)
 
 

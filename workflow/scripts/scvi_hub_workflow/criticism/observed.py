@@ -98,13 +98,13 @@ def observed_proteins(model) -> ObservedMatrix:
     return ObservedMatrix(counts.to_numpy() if isinstance(counts, pd.DataFrame) else counts)
 
 
-def protein_names(model, n_proteins: int) -> list[str]:
-    """The names of a TOTALVI model's proteins, as its setup registered them."""
+def protein_names(model) -> list[str]:
+    """The names of a TOTALVI model's proteins, as its setup registered them (scvi-tools
+    numbers them when the data name none)."""
     from ..compat import import_scvi
 
     key = import_scvi().REGISTRY_KEYS.PROTEIN_EXP_KEY
-    names = getattr(model.adata_manager.get_state_registry(key), "column_names", None)
-    return [str(n) for n in names] if names is not None else [str(i) for i in range(n_proteins)]
+    return [str(n) for n in model.adata_manager.get_state_registry(key).column_names]
 
 
 def cell_splits(model) -> np.ndarray:
