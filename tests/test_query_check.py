@@ -17,6 +17,7 @@ from scvi_hub_workflow.query_check import (
     knn_overlap,
     knn_overlap_chance,
     label_metrics_unscored,
+    reference_settings,
     should_run,
 )
 from scvi_hub_workflow.settings import to_text
@@ -331,3 +332,29 @@ def test_a_query_batch_the_data_cannot_serve_stops_the_run_before_training(tmp_p
     assert "criticism.query_batch: no batch 'batch_9'" in log
     assert not (tmp_path / "logs" / "m" / "train.log").exists()
     assert not (tmp_path / "results" / "m" / "model").exists()
+
+
+def test_a_model_started_from_a_published_one_gets_a_reference_that_pretrains_its_own():
+    # the published SCVI saw the held-out batch: the reference must not start from it
+    setup = {"batch_key": "batch", "labels_key": "cell_type", "unlabeled_category": "unknown"}
+    data = {"source": "builtin:simulated-atlas"}
+    config = {
+        "models": {
+            "atlas-scvi": {
+                "dataset": data,
+                "model": {"class": "SCVI", "setup": {"batch_key": "batch"}},
+            },
+            "atlas-scanvi": {
+                "dataset": data,
+                "model": {"class": "SCANVI", "from_scvi": "atlas-scvi", "setup": setup},
+            },
+        }
+    }
+    models = config_model.resolve(config)
+    scanvi = models["atlas-scanvi"]
+    reference = reference_settings(scanvi)
+    assert scanvi.model.pretrained_model == "atlas-scvi"
+    assert reference.model.pretrained_model is None and reference.model.from_scvi is True
+    # the rest of the recipe is the model's
+    assert reference.replace(model=scanvi.model) == scanvi
+    assert reference_settings(models["atlas-scvi"]) is models["atlas-scvi"]

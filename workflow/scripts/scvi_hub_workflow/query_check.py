@@ -223,6 +223,15 @@ def _labelled(labels: np.ndarray, unlabeled_category: str | None) -> np.ndarray:
     return labels != unlabeled_category
 
 
+def reference_settings(settings: ModelSettings) -> ModelSettings:
+    """The reference's recipe: the model's, except that a model started from a published one
+    (`from_scvi: <model>`) pre-trains its own on the reference cells (`from_scvi: true`): the
+    published model saw the held-out batch."""
+    if not settings.model.pretrained_model:
+        return settings
+    return settings.replace(model=settings.model.replace(from_scvi=True))
+
+
 def run_query_check(
     data_path: str,
     full_latent: pd.DataFrame,
@@ -264,11 +273,9 @@ def run_query_check(
     log.info("holding out %s=%s: %d query cells, %d reference cells",
              batch_key, batch, query.n_obs, reference.n_obs)  # fmt: skip
 
-    if settings.model.pretrained_model:
-        # the published model it starts from saw the held-out batch: the reference pre-trains
-        # its own on the reference cells (`from_scvi: true`), the rest of the recipe the same
-        settings = settings.replace(model=settings.model.replace(from_scvi=True))
-    reference_model, _, reference_summary = train_model(reference, settings, cuda_available)
+    reference_model, _, reference_summary = train_model(
+        reference, reference_settings(settings), cuda_available
+    )
     accelerator = reference_summary["accelerator"]
     model_cls = type(reference_model)
 
