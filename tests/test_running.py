@@ -381,3 +381,35 @@ def test_one_models_target_after_configfile_in_the_documented_form(tmp_path):
     assert done.returncode != 0
     assert f"--configfile was given {output}, an output of this workflow" in said
     assert "-- results/tiny-scvi/dataset.json`" in said
+
+
+def test_a_stop_signal_swallowed_by_a_finaliser_still_ends_the_job(tmp_path):
+    # A signal handler's exception raised inside a __del__ (garbage collection runs them at any
+    # bytecode of training) is printed and dropped by Python: the job trains on, and with the
+    # stop signals ignored from then on it could only be killed hard.
+    driver = tmp_path / "job.py"
+    driver.write_text(
+        textwrap.dedent(
+            """
+            import gc, os, signal, sys, time
+            from scvi_hub_workflow.stopping import stop_on_signals
+
+            class Finalised:
+                def __del__(self):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(10_000):  # bytecode: the handler runs in here
+                        pass
+
+            with stop_on_signals():
+                Finalised()
+                gc.collect()
+                print("trained on", flush=True)
+                time.sleep(600)
+            """
+        )
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(driver)], capture_output=True, text=True, timeout=60)
+    assert "Exception ignored" in done.stderr  # the signal landed in the finaliser
+    assert done.returncode == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 30

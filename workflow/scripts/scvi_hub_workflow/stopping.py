@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,21 @@ class JobStopped(BaseException):
         super().__init__(f"stopped by {signal.Signals(signum).name}; no output was written")
 
 
+# Seconds a stopped job may take to unwind before it is ended hard.
+STOP_GRACE_S = 10.0
+
+
 def _raise_stopped(signum, _frame):
     # Later signals must not interrupt the cleanup this one starts.
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    # Python drops an exception raised in a finaliser (__del__, which garbage collection runs
+    # at any point of training): the job would train on, deaf to signals. So the stop is also
+    # made certain: unless the job has unwound by then, it exits hard (its outputs are still
+    # only temporary names, never the real ones).
+    watchdog = threading.Timer(STOP_GRACE_S, os._exit, args=(128 + signum,))
+    watchdog.daemon = True
+    watchdog.start()
     raise JobStopped(signum)
 
 
